@@ -1,0 +1,1 @@
+//! Actions: killing a runaway process safely (pidfd, re-check, mrelease).

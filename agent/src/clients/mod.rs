@@ -1,0 +1,4 @@
+//! Clients of the agent's outputs: `t3pressure top` and `t3pressure events`.
+
+pub mod events;
+pub mod top;

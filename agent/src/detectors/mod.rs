@@ -1,0 +1,2 @@
+//! Detectors: stall windows against the client watchdog, and the runaway
+//! catcher's policy.

@@ -1,0 +1,5 @@
+//! The model: raw samples per unit (latest and previous) and what is derived
+//! from them (rates, growth slopes), plus host figures.
+
+pub mod event;
+pub mod sample;

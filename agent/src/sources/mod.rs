@@ -1,0 +1,2 @@
+//! Sources: typed, stateless reads of cgroupfs and procfs, unit discovery,
+//! and the eBPF programs' feeds.

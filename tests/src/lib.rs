@@ -1,0 +1,1 @@
+//! Helpers for the integration tests that need root, BPF, tmux or a VM.
