@@ -1,2 +1,52 @@
-//! `cargo xtask`: project automation.
-fn main() {}
+//! `cargo xtask`: project automation. One module per command; commands shell
+//! out plainly and say what they do, one line per step.
+//!
+//! - `cargo xtask setup [--test]`: install what is missing to build (and test).
+//! - `cargo xtask run [ARGS...]`: setup, build, run the agent (`t3pressure run`).
+//! - `cargo xtask test`: setup, then the whole test suite (what `.ci/run` runs).
+
+mod setup;
+mod suite;
+mod util;
+
+use anyhow::Result;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  setup [--test]     install what is missing to build t3pressure (with --test: also
+                     what the test suite needs); idempotent, fast when all is there
+  run [ARGS...]      setup, build (release), and run `t3pressure run ARGS...` as root
+  test [--no-vm]     setup --test, then fmt, clippy, unit, root/BPF, tmux and VM tests
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Err(e) = dispatch(&args) {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => {
+            eprint!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    match cmd {
+        "setup" => setup::run(rest),
+        "run" => suite::run_agent(rest),
+        "test" => suite::test(rest),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("unknown command {other:?}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
