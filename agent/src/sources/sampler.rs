@@ -133,24 +133,21 @@ impl Sampler {
     /// whether the unit's own `cgroup.procs` was there.
     fn sample_procs(&mut self, unit: &Unit, s: &mut UnitSample) -> bool {
         let mut stack = vec![unit.path.clone()];
-        let mut top = true;
         let mut found = false;
         while let Some(dir) = stack.pop() {
             let pids = match cg::read_cgroup_procs(&dir) {
-                Ok(Some(p)) => p,
-                Ok(None) => {
-                    top = false;
-                    continue;
+                Ok(Some(p)) => {
+                    found |= dir == unit.path;
+                    p
                 }
+                // A child removed meanwhile, or not a cgroup dir.
+                Ok(None) => Vec::new(),
                 Err(e) => {
+                    found |= dir == unit.path;
                     self.errors.record(&unit.name, &e);
                     Vec::new()
                 }
             };
-            if top {
-                found = true;
-                top = false;
-            }
             let rel = dir.strip_prefix(&self.cgroup_root).unwrap_or(&dir);
             let cgroup = format!("/{}", rel.display());
             for pid in pids {
