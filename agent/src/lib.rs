@@ -20,6 +20,7 @@ pub mod model;
 pub mod outputs;
 pub mod run;
 pub mod sources;
+pub mod testing;
 
 /// The agent's version, as exported in `t3pressure_build_info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -2,4 +2,7 @@
 //! from them (rates, growth slopes), plus host figures.
 
 pub mod event;
+pub mod growth;
+pub mod rates;
 pub mod sample;
+pub mod state;

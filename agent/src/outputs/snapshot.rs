@@ -138,3 +138,130 @@ pub struct UnitInfo {
     pub last_oom_at: Option<f64>,
     pub processes: Vec<ProcessInfo>,
 }
+
+/// Building a snapshot from the model. Detector-owned parts (`stall`,
+/// `episodes`, `last_action`, `last_oom`) are left empty here and filled by
+/// their owners afterwards (HOOK(detectors), HOOK(bpf)).
+pub mod build {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    use super::*;
+    use crate::model::rates::{PressureShares, PsiShares};
+    use crate::model::sample::Psi;
+    use crate::model::state::{HostState, Model, UnitState};
+
+    pub fn unix(t: SystemTime) -> f64 {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
+    fn pressure_info(psi: Option<&Psi>, shares: PsiShares) -> PressureInfo {
+        PressureInfo {
+            some_share: shares.some,
+            full_share: shares.full,
+            some_avg10: psi.map(|p| p.some.avg10),
+            full_avg10: psi.and_then(|p| p.full.map(|f| f.avg10)),
+        }
+    }
+
+    fn pressure_set(
+        memory: Option<&Psi>,
+        io: Option<&Psi>,
+        cpu: Option<&Psi>,
+        s: &PressureShares,
+    ) -> PressureSet {
+        PressureSet {
+            memory: pressure_info(memory, s.memory),
+            io: pressure_info(io, s.io),
+            cpu: pressure_info(cpu, s.cpu),
+        }
+    }
+
+    pub fn host_info(h: Option<&HostState>) -> HostInfo {
+        let Some(h) = h else {
+            return HostInfo::default();
+        };
+        let l = &h.latest;
+        HostInfo {
+            mem_total_bytes: l.meminfo.map(|m| m.mem_total),
+            mem_available_bytes: l.meminfo.map(|m| m.mem_available),
+            pressure: pressure_set(
+                l.memory_pressure.as_ref(),
+                l.io_pressure.as_ref(),
+                l.cpu_pressure.as_ref(),
+                &h.pressure,
+            ),
+        }
+    }
+
+    /// One unit; `None` before its first sample.
+    pub fn unit_info(u: &UnitState) -> Option<UnitInfo> {
+        let s = u.latest.as_ref()?;
+        let mut procs: Vec<&crate::model::sample::ProcSample> = s.procs.iter().collect();
+        procs.sort_by(|a, b| b.rss_anon.cmp(&a.rss_anon).then(a.pid.cmp(&b.pid)));
+        // The largest anon consumer that is not the serve. The protect list
+        // is applied by the runaway detector (HOOK(detectors)).
+        let candidate = procs
+            .iter()
+            .find(|p| Some(p.pid) != u.serve_pid)
+            .map(|p| p.pid);
+        let processes = procs
+            .iter()
+            .map(|p| ProcessInfo {
+                pid: p.pid,
+                ppid: p.ppid,
+                uid: p.uid,
+                comm: p.comm.clone(),
+                argv0: p.argv0.clone(),
+                state: p.state.to_string(),
+                rss_anon_bytes: p.rss_anon,
+                rss_file_bytes: p.rss_file,
+                rss_shmem_bytes: p.rss_shmem,
+                anon_growth_bytes_per_second: u.proc_anon_growth(p),
+                is_serve: Some(p.pid) == u.serve_pid,
+                is_candidate: Some(p.pid) == candidate,
+            })
+            .collect();
+        Some(UnitInfo {
+            user: u.unit.user.clone(),
+            unit: u.unit.name.clone(),
+            cgroup: u.unit.path.display().to_string(),
+            memory: MemoryInfo {
+                current_bytes: s.memory_current,
+                max_bytes: s.memory_max.and_then(|l| l.bytes()),
+                high_bytes: s.memory_high.and_then(|l| l.bytes()),
+                peak_bytes: s.memory_peak,
+                anon_bytes: s.memory_stat.map(|m| m.anon),
+                file_bytes: s.memory_stat.map(|m| m.file),
+                swap_current_bytes: s.memory_swap_current,
+                oom_kill_count: s.memory_events.map(|e| e.oom_kill),
+            },
+            growth_bytes_per_second: u.growth_bytes_per_second(),
+            time_to_max_seconds: u.time_to_max_seconds(),
+            pressure: pressure_set(
+                s.memory_pressure.as_ref(),
+                s.io_pressure.as_ref(),
+                s.cpu_pressure.as_ref(),
+                &u.pressure,
+            ),
+            pids_current: s.pids_current,
+            serve_pid: u.serve_pid,
+            processes,
+            ..UnitInfo::default()
+        })
+    }
+
+    /// The whole snapshot; units sorted by user.
+    pub fn snapshot(model: &Model, agent: AgentInfo) -> Snapshot {
+        let mut units: Vec<UnitInfo> = model.units.values().filter_map(unit_info).collect();
+        units.sort_by(|a, b| a.user.cmp(&b.user).then(a.unit.cmp(&b.unit)));
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            generated_at: unix(SystemTime::now()),
+            agent,
+            host: host_info(model.host.as_ref()),
+            units,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Robust growth slopes: Theil–Sen (median of pairwise slopes) over the last
+//! few samples, so one reclaim dip or a sampling hiccup does not fake a
+//! runaway or hide one.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+/// How many recent points a slope is computed over.
+pub const WINDOW: usize = 10;
+
+/// Median of the pairwise slopes of `(t, v)` points; `None` with fewer than
+/// two points of distinct time.
+pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
+    let mut slopes = Vec::with_capacity(points.len() * points.len() / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            let dt = b.0 - a.0;
+            if dt.abs() > 1e-9 {
+                slopes.push((b.1 - a.1) / dt);
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return None;
+    }
+    slopes.sort_by(|x, y| x.total_cmp(y));
+    let n = slopes.len();
+    Some(if n % 2 == 1 {
+        slopes[n / 2]
+    } else {
+        (slopes[n / 2 - 1] + slopes[n / 2]) / 2.0
+    })
+}
+
+/// The last `WINDOW` values of one quantity with their monotonic times.
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    points: VecDeque<(Instant, u64)>,
+}
+
+impl Series {
+    pub fn push(&mut self, at: Instant, value: u64) {
+        if self.points.len() == WINDOW {
+            self.points.pop_front();
+        }
+        self.points.push_back((at, value));
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// Units per second.
+    pub fn slope(&self) -> Option<f64> {
+        let t0 = self.points.front()?.0;
+        let pts: Vec<(f64, f64)> = self
+            .points
+            .iter()
+            .map(|(t, v)| (t.duration_since(t0).as_secs_f64(), *v as f64))
+            .collect();
+        theil_sen(&pts)
+    }
+}
+
+/// Per-process anon RSS series, keyed by (pid, start time) so a recycled pid
+/// starts a fresh series.
+#[derive(Debug, Clone, Default)]
+pub struct ProcGrowth {
+    series: HashMap<(i32, u64), Series>,
+}
+
+impl ProcGrowth {
+    /// Records one pass's processes and forgets those that are gone.
+    pub fn update(&mut self, at: Instant, procs: impl IntoIterator<Item = (i32, u64, u64)>) {
+        let mut seen = Vec::new();
+        for (pid, start, anon) in procs {
+            self.series.entry((pid, start)).or_default().push(at, anon);
+            seen.push((pid, start));
+        }
+        self.series.retain(|k, _| seen.contains(k));
+    }
+
+    /// Anon bytes per second of one process.
+    pub fn slope(&self, pid: i32, start_time: u64) -> Option<f64> {
+        self.series.get(&(pid, start_time))?.slope()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn slope_of_a_line_and_outliers() {
+        let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 100.0 * i as f64)).collect();
+        assert_eq!(theil_sen(&pts), Some(100.0));
+        let mut noisy = pts.clone();
+        noisy[4].1 = 0.0; // a reclaim dip
+        noisy[7].1 = 1e9; // a bogus spike
+        let s = theil_sen(&noisy).expect("slope");
+        assert!((s - 100.0).abs() < 1.0, "robust to two outliers: {s}");
+    }
+
+    #[test]
+    fn too_few_points() {
+        assert_eq!(theil_sen(&[]), None);
+        assert_eq!(theil_sen(&[(1.0, 5.0)]), None);
+        assert_eq!(theil_sen(&[(1.0, 5.0), (1.0, 6.0)]), None);
+    }
+
+    #[test]
+    fn series_keeps_a_window_and_proc_growth_forgets() {
+        let t0 = Instant::now();
+        let mut s = Series::default();
+        for i in 0..25u64 {
+            s.push(t0 + Duration::from_millis(500 * i), 1000 * i);
+        }
+        assert_eq!(s.len(), WINDOW);
+        let slope = s.slope().expect("slope");
+        assert!((slope - 2000.0).abs() < 1e-6, "{slope}");
+
+        let mut g = ProcGrowth::default();
+        g.update(t0, [(1, 10, 0), (2, 20, 0)]);
+        g.update(t0 + Duration::from_secs(1), [(1, 10, 4096)]);
+        assert_eq!(g.slope(1, 10), Some(4096.0));
+        assert_eq!(g.slope(2, 20), None, "gone");
+    }
+}

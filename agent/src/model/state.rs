@@ -1,0 +1,310 @@
+//! Per-unit state: the latest and previous raw samples, derived rates and
+//! growth slopes, and the unit's sampling schedule (a per-unit "next due"
+//! time, so a detector can ask for faster sampling of one unit). Plus host
+//! figures.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::model::growth::{ProcGrowth, Series};
+use crate::model::rates::{time_to_max, PressureShares, PsiShares};
+use crate::model::sample::{HostSample, ProcSample, Unit, UnitSample};
+
+/// One watched unit.
+#[derive(Debug, Clone)]
+pub struct UnitState {
+    pub unit: Unit,
+    /// `None` until the first pass over the unit.
+    pub latest: Option<UnitSample>,
+    pub previous: Option<UnitSample>,
+    /// Stall shares over the last interval.
+    pub pressure: PressureShares,
+    /// memory.current over recent samples (bytes).
+    pub memory_series: Series,
+    /// Per-process anon RSS over recent samples.
+    pub proc_growth: ProcGrowth,
+    /// The unit's main process: in the unit, parent outside it.
+    pub serve_pid: Option<i32>,
+    /// Current sampling interval of this unit.
+    pub interval: Duration,
+    pub next_due: Instant,
+    /// Time between the last two samples (the achieved interval).
+    pub achieved_interval: Option<Duration>,
+}
+
+impl UnitState {
+    pub fn new(unit: Unit, interval: Duration, now: Instant) -> Self {
+        UnitState {
+            unit,
+            latest: None,
+            previous: None,
+            pressure: PressureShares::default(),
+            memory_series: Series::default(),
+            proc_growth: ProcGrowth::default(),
+            serve_pid: None,
+            interval,
+            next_due: now,
+            achieved_interval: None,
+        }
+    }
+
+    /// Takes in a new sample and derives the rates.
+    pub fn update(&mut self, sample: UnitSample) {
+        if let Some(prev) = self.latest.take() {
+            let dt = sample.at.saturating_duration_since(prev.at);
+            self.achieved_interval = Some(dt);
+            let dt_s = dt.as_secs_f64();
+            self.pressure = PressureShares {
+                memory: PsiShares::between(
+                    prev.memory_pressure.as_ref(),
+                    sample.memory_pressure.as_ref(),
+                    dt_s,
+                ),
+                io: PsiShares::between(
+                    prev.io_pressure.as_ref(),
+                    sample.io_pressure.as_ref(),
+                    dt_s,
+                ),
+                cpu: PsiShares::between(
+                    prev.cpu_pressure.as_ref(),
+                    sample.cpu_pressure.as_ref(),
+                    dt_s,
+                ),
+                dt_s,
+            };
+            self.previous = Some(prev);
+        }
+        if let Some(cur) = sample.memory_current {
+            self.memory_series.push(sample.at, cur);
+        }
+        self.proc_growth.update(
+            sample.at,
+            sample
+                .procs
+                .iter()
+                .map(|p| (p.pid, p.start_time, p.rss_anon)),
+        );
+        self.serve_pid = serve_pid(&sample.procs);
+        self.latest = Some(sample);
+    }
+
+    /// Robust memory.current growth, bytes per second.
+    pub fn growth_bytes_per_second(&self) -> Option<f64> {
+        self.memory_series.slope()
+    }
+
+    /// Seconds to MemoryMax at the current growth; `None` when not growing
+    /// or unlimited.
+    pub fn time_to_max_seconds(&self) -> Option<f64> {
+        let s = self.latest.as_ref()?;
+        time_to_max(
+            s.memory_current?,
+            s.memory_max,
+            self.growth_bytes_per_second(),
+        )
+    }
+
+    /// Anon growth of one process of the latest sample, bytes per second.
+    pub fn proc_anon_growth(&self, p: &ProcSample) -> Option<f64> {
+        self.proc_growth.slope(p.pid, p.start_time)
+    }
+}
+
+/// The process whose parent is outside the unit; the oldest if several.
+pub fn serve_pid(procs: &[ProcSample]) -> Option<i32> {
+    let pids: HashSet<i32> = procs.iter().map(|p| p.pid).collect();
+    procs
+        .iter()
+        .filter(|p| !pids.contains(&p.ppid))
+        .min_by_key(|p| (p.start_time, p.pid))
+        .map(|p| p.pid)
+}
+
+/// Host figures: latest, previous, and stall shares.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub latest: HostSample,
+    pub previous: Option<HostSample>,
+    pub pressure: PressureShares,
+}
+
+/// Everything the agent knows, owned by the sampling loop.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Keyed by cgroup path.
+    pub units: BTreeMap<PathBuf, UnitState>,
+    pub host: Option<HostState>,
+}
+
+impl Model {
+    pub fn add_unit(&mut self, unit: Unit, interval: Duration, now: Instant) {
+        self.units
+            .entry(unit.path.clone())
+            .or_insert_with(|| UnitState::new(unit, interval, now));
+    }
+
+    pub fn remove_unit(&mut self, path: &Path) -> Option<UnitState> {
+        self.units.remove(path)
+    }
+
+    /// Units whose next sample is due at `now`.
+    pub fn due(&self, now: Instant) -> Vec<Unit> {
+        self.units
+            .values()
+            .filter(|u| u.next_due <= now)
+            .map(|u| u.unit.clone())
+            .collect()
+    }
+
+    /// The earliest next-due time of any unit.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.units.values().map(|u| u.next_due).min()
+    }
+
+    /// Records a unit's sample and schedules its next one, keeping the
+    /// phase (no drift) unless it fell more than one interval behind.
+    pub fn update_unit(&mut self, path: &Path, sample: UnitSample, now: Instant) {
+        if let Some(u) = self.units.get_mut(path) {
+            u.update(sample);
+            let next = u.next_due + u.interval;
+            u.next_due = if next <= now { now + u.interval } else { next };
+        }
+    }
+
+    /// HOOK(detectors): a detector asks for faster (or normal) sampling of a
+    /// unit, e.g. 100 ms when it is near its limit. Takes effect at once if
+    /// the new interval makes the unit due sooner.
+    pub fn set_interval(&mut self, path: &Path, interval: Duration, now: Instant) {
+        if let Some(u) = self.units.get_mut(path) {
+            u.interval = interval;
+            let sooner = now + interval;
+            if sooner < u.next_due {
+                u.next_due = sooner;
+            }
+        }
+    }
+
+    pub fn update_host(&mut self, sample: HostSample) {
+        let (previous, pressure) = match self.host.take() {
+            Some(h) => {
+                let dt_s = sample
+                    .at
+                    .saturating_duration_since(h.latest.at)
+                    .as_secs_f64();
+                let p = &h.latest;
+                let pressure = PressureShares {
+                    memory: PsiShares::between(
+                        p.memory_pressure.as_ref(),
+                        sample.memory_pressure.as_ref(),
+                        dt_s,
+                    ),
+                    io: PsiShares::between(
+                        p.io_pressure.as_ref(),
+                        sample.io_pressure.as_ref(),
+                        dt_s,
+                    ),
+                    cpu: PsiShares::between(
+                        p.cpu_pressure.as_ref(),
+                        sample.cpu_pressure.as_ref(),
+                        dt_s,
+                    ),
+                    dt_s,
+                };
+                (Some(h.latest), pressure)
+            }
+            None => (None, PressureShares::default()),
+        };
+        self.host = Some(HostState {
+            latest: sample,
+            previous,
+            pressure,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sample::{Limit, Psi, PsiLine};
+    use std::time::SystemTime;
+
+    fn proc(pid: i32, ppid: i32, start: u64, anon: u64) -> ProcSample {
+        ProcSample {
+            pid,
+            ppid,
+            uid: 1000,
+            comm: "x".into(),
+            argv0: "x".into(),
+            rss_anon: anon,
+            rss_file: 0,
+            rss_shmem: 0,
+            state: 'S',
+            start_time: start,
+            cgroup: "/u".into(),
+        }
+    }
+
+    fn unit() -> Unit {
+        Unit {
+            name: "t3-serve@a.service".into(),
+            user: "a".into(),
+            path: PathBuf::from("/cg/t3-serve@a.service"),
+            cgroup_id: 7,
+            level: 1,
+        }
+    }
+
+    #[test]
+    fn serve_is_the_process_with_an_outside_parent() {
+        let procs = vec![proc(20, 10, 5, 0), proc(10, 1, 3, 0), proc(30, 20, 9, 0)];
+        assert_eq!(serve_pid(&procs), Some(10));
+        assert_eq!(serve_pid(&[]), None);
+    }
+
+    #[test]
+    fn rates_from_two_samples() {
+        let t0 = Instant::now();
+        let mut m = Model::default();
+        m.add_unit(unit(), Duration::from_secs(1), t0);
+        assert_eq!(m.due(t0).len(), 1);
+        let path = unit().path;
+        for i in 0..3u64 {
+            let at = t0 + Duration::from_secs(i);
+            let mut s = UnitSample::empty(at, SystemTime::now());
+            s.memory_current = Some(1_000_000 + 100_000 * i);
+            s.memory_max = Some(Limit::Bytes(2_000_000));
+            s.memory_pressure = Some(Psi {
+                some: PsiLine {
+                    total_us: 400_000 * i,
+                    ..Default::default()
+                },
+                full: None,
+            });
+            s.procs = vec![proc(10, 1, 3, 1000 * i)];
+            m.update_unit(&path, s, at);
+        }
+        let u = m.units.get(&path).expect("unit");
+        assert_eq!(u.pressure.memory.some, Some(0.4));
+        assert_eq!(u.growth_bytes_per_second(), Some(100_000.0));
+        assert_eq!(u.time_to_max_seconds(), Some(8.0));
+        let p = &u.latest.as_ref().expect("latest").procs[0];
+        assert_eq!(u.proc_anon_growth(p), Some(1000.0));
+        assert_eq!(u.serve_pid, Some(10));
+        assert_eq!(u.achieved_interval, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn faster_interval_makes_a_unit_due_sooner() {
+        let t0 = Instant::now();
+        let mut m = Model::default();
+        m.add_unit(unit(), Duration::from_secs(1), t0);
+        let path = unit().path;
+        m.update_unit(&path, UnitSample::empty(t0, SystemTime::now()), t0);
+        assert_eq!(m.next_due(), Some(t0 + Duration::from_secs(1)));
+        m.set_interval(&path, Duration::from_millis(100), t0);
+        assert_eq!(m.next_due(), Some(t0 + Duration::from_millis(100)));
+        assert!(m.remove_unit(&path).is_some());
+        assert_eq!(m.next_due(), None);
+    }
+}
