@@ -1,4 +1,5 @@
 //! Outputs: Prometheus metrics, the HTTP endpoint and its snapshot API, and
 //! the durable event log.
 
+pub mod eventlog;
 pub mod snapshot;
