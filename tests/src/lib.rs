@@ -1,1 +1,3 @@
 //! Helpers for the integration tests that need root, BPF, tmux or a VM.
+
+pub mod procs;
