@@ -50,3 +50,5 @@ pub fn require_tool(tool: &str) {
         "this test needs `{tool}`: `cargo xtask setup --test` installs it"
     );
 }
+
+pub mod procs;

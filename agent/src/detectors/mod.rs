@@ -1,2 +1,197 @@
 //! Detectors: stall windows against the client watchdog, and the runaway
-//! catcher's policy.
+//! catcher's policy, glued per tick by [`Detectors`].
+//!
+//! How the run loop uses it, once per sampling pass:
+//!
+//! ```text
+//! let ticks: Vec<UnitTick> = /* units sampled in this pass */;
+//! for body in detectors.on_tick(now_unix, &ticks, Some(&host)) {
+//!     event_log.append(&Event::new(now_unix, body.clone()))?;   // + metrics
+//! }
+//! next_due[unit] = now + detectors.sample_interval_for(&tick.runaway);
+//! // on a stopped unit:   detectors.unit_removed(user, now_unix)
+//! // for the snapshot:    detectors.ongoing(user), detectors.recent(user)
+//! ```
+
+pub mod runaway;
+pub mod serve;
+pub mod stall;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use crate::actions::killer::Killer;
+use crate::config::{Config, Mode};
+use crate::model::event::{ActionKind, Class, EventBody, StallWindow, WindowSource};
+
+use runaway::{pick_culprit, HostInput, RunawayPolicy, UnitInput};
+use stall::{StallDetector, StallTick};
+
+/// Closed windows shorter than this are not events (BPF reports every
+/// 100 ms run-queue wait; those are in the scheduler histograms).
+pub const MIN_LOGGED_WINDOW_S: f64 = 1.0;
+/// Closed windows kept per unit for the snapshot.
+pub const RECENT_WINDOWS: usize = 32;
+
+/// One unit sampled in this pass.
+#[derive(Debug, Clone)]
+pub struct UnitTick<'a> {
+    /// PSI shares, BPF episodes of the serve's main thread; `culprit` may be
+    /// left `None`: it is then picked from `runaway.procs`.
+    pub stall: StallTick<'a>,
+    /// Memory figures and processes; `runaway.user` names the unit.
+    pub runaway: UnitInput,
+}
+
+/// Per-unit detector state, the policy, and the killer.
+pub struct Detectors {
+    mode: Mode,
+    source: WindowSource,
+    warning_s: f64,
+    disconnect_s: f64,
+    stall: BTreeMap<String, StallDetector>,
+    ongoing: BTreeMap<String, StallWindow>,
+    recent: BTreeMap<String, VecDeque<StallWindow>>,
+    policy: RunawayPolicy,
+    killer: Box<dyn Killer>,
+}
+
+impl Detectors {
+    /// `bpf_loaded` picks where windows come from (episodes or PSI).
+    pub fn new(config: &Config, bpf_loaded: bool, killer: Box<dyn Killer>) -> Self {
+        Detectors {
+            mode: config.mode,
+            source: if bpf_loaded {
+                WindowSource::Bpf
+            } else {
+                WindowSource::Psi
+            },
+            warning_s: config.stall_warning_seconds,
+            disconnect_s: config.stall_disconnect_seconds,
+            stall: BTreeMap::new(),
+            ongoing: BTreeMap::new(),
+            recent: BTreeMap::new(),
+            policy: RunawayPolicy::new(config),
+            killer,
+        }
+    }
+
+    /// Feeds the units sampled in this pass (any subset of the watched
+    /// ones) and the host figures; acts on runaway decisions (observe or
+    /// kill) and returns the events to log, in order.
+    pub fn on_tick(
+        &mut self,
+        now: f64,
+        units: &[UnitTick<'_>],
+        host: Option<&HostInput>,
+    ) -> Vec<EventBody> {
+        let mut events = Vec::new();
+        let mut acted = false;
+        for u in units {
+            self.stall_tick(u, &mut events);
+            if let Some(d) = self.policy.decide(&u.runaway) {
+                events.push(EventBody::Runaway(self.act(&d)));
+                acted = true;
+            }
+        }
+        // After a per-unit action the host's avg10 still shows the trouble
+        // it is about to relieve: give it a tick.
+        if let (false, Some(h)) = (acted, host) {
+            if let Some(d) = self.policy.host_guard(now, h) {
+                events.push(EventBody::Runaway(self.act(&d)));
+            }
+        }
+        events
+    }
+
+    fn stall_tick(&mut self, u: &UnitTick<'_>, events: &mut Vec<EventBody>) {
+        let user = &u.runaway.user;
+        let (source, warning_s, disconnect_s) = (self.source, self.warning_s, self.disconnect_s);
+        let det = self
+            .stall
+            .entry(user.clone())
+            .or_insert_with(|| StallDetector::new(user, source, warning_s, disconnect_s));
+        let mut tick = u.stall.clone();
+        if tick.culprit.is_none() {
+            tick.culprit = pick_culprit(&u.runaway.procs);
+        }
+        let out = det.on_tick(&tick);
+        for w in out.closed {
+            self.push_closed(w, events);
+        }
+        if let Some(w) = out.crossed_warning {
+            tracing::warn!(user = %w.user, cause = w.cause.as_str(), "serve stalled for {:.1} s so far", w.duration_s);
+            events.push(EventBody::StallWindowStart(w));
+        }
+        match out.ongoing {
+            Some(w) => self.ongoing.insert(user.clone(), w),
+            None => self.ongoing.remove(user),
+        };
+    }
+
+    fn push_closed(&mut self, w: StallWindow, events: &mut Vec<EventBody>) {
+        if w.duration_s < MIN_LOGGED_WINDOW_S {
+            return;
+        }
+        if w.class != Class::Short {
+            tracing::warn!(user = %w.user, class = w.class.as_str(), cause = w.cause.as_str(), "serve stall window of {:.1} s", w.duration_s);
+        }
+        let recent = self.recent.entry(w.user.clone()).or_default();
+        recent.push_front(w.clone());
+        recent.truncate(RECENT_WINDOWS);
+        events.push(EventBody::StallWindow(w));
+    }
+
+    fn act(&self, d: &runaway::Decision) -> crate::model::event::RunawayAction {
+        let (kind, error) = match self.mode {
+            Mode::Observe => (ActionKind::Observed, None),
+            Mode::Enforce => match self.killer.kill(&d.kill_target()) {
+                Ok(()) => (ActionKind::Killed, None),
+                Err(e) => (ActionKind::Failed, Some(e.to_string())),
+            },
+        };
+        let a = d.action(kind, error);
+        tracing::warn!(
+            user = %a.user, action = kind.as_str(), reason = ?a.reason, pid = a.pid,
+            comm = %a.comm, rss_anon = a.rss_anon, memory_current = a.memory_current,
+            memory_max = ?a.memory_max, error = ?a.error, "runaway process"
+        );
+        a
+    }
+
+    /// A unit stopped: closes its window (logged if long enough) and
+    /// forgets its state.
+    pub fn unit_removed(&mut self, user: &str, now: f64) -> Vec<EventBody> {
+        let mut events = Vec::new();
+        self.ongoing.remove(user);
+        self.policy.remove_unit(user);
+        if let Some(w) = self.stall.remove(user).and_then(|mut d| d.finish(now)) {
+            self.push_closed(w, &mut events);
+        }
+        self.recent.remove(user);
+        events
+    }
+
+    /// The ongoing window of a user, its duration so far
+    /// (`t3pressure_serve_stall_seconds`).
+    pub fn ongoing(&self, user: &str) -> Option<&StallWindow> {
+        self.ongoing.get(user)
+    }
+
+    /// Closed windows of a user, newest first.
+    pub fn recent(&self, user: &str) -> impl Iterator<Item = &StallWindow> {
+        self.recent.get(user).into_iter().flatten()
+    }
+
+    /// When to sample this unit next (fast near its limit or growing fast).
+    pub fn sample_interval_for(&self, unit: &UnitInput) -> Duration {
+        self.policy.sample_interval_for(unit)
+    }
+
+    pub fn policy(&self) -> &RunawayPolicy {
+        &self.policy
+    }
+}
+
+#[cfg(test)]
+mod tests;

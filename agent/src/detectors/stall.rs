@@ -1,0 +1,356 @@
+//! Stall windows of one unit's serve process: maximal spans in which its
+//! event-loop thread made no progress, classed against the client watchdog.
+//!
+//! Two inputs, one detector. With BPF, the serve's main thread's scheduler
+//! episodes (run-queue wait or D state, each longer than the in-kernel
+//! threshold) are chained; gaps shorter than 100 ms are merged because the
+//! thread cannot answer a heartbeat in them either. Without BPF, consecutive
+//! sampling intervals (<= 1 s) whose memory/io `full` or cpu `some` share is
+//! >= 50 % form the window.
+//!
+//! Pure: time comes in with each tick (Unix seconds, fractional), so tests
+//! drive it with a fake clock.
+
+use crate::model::event::{Cause, Class, Culprit, StallWindow, WindowSource};
+
+/// Gaps between episodes shorter than this are part of the window.
+pub const MERGE_GAP_S: f64 = 0.100;
+/// A PSI interval counts as stalled at this share (of its duration).
+pub const STALLED_SHARE: f64 = 0.50;
+/// Longest PSI interval that still proves continuity (the spec's 1 s plus
+/// scheduling jitter of the sampler).
+pub const MAX_PSI_INTERVAL_S: f64 = 1.5;
+
+/// Stall shares of one sampling interval (0..1 each), derived from the PSI
+/// totals of the unit: delta of `total` / elapsed time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PsiShares {
+    pub memory_some: f64,
+    pub memory_full: f64,
+    pub io_some: f64,
+    pub io_full: f64,
+    pub cpu_some: f64,
+}
+
+impl PsiShares {
+    fn stalled(&self) -> bool {
+        self.memory_full >= STALLED_SHARE
+            || self.io_full >= STALLED_SHARE
+            || self.cpu_some >= STALLED_SHARE
+    }
+}
+
+/// The resource whose stall time is largest; memory wins ties (refault IO
+/// under memory pressure shows in both memory and io), then io.
+fn dominant(memory: f64, io: f64, cpu: f64) -> Cause {
+    if memory >= io && memory >= cpu {
+        Cause::Memory
+    } else if io >= cpu {
+        Cause::Io
+    } else {
+        Cause::Cpu
+    }
+}
+
+/// What the serve's main thread was waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EpisodeKind {
+    /// Runnable but not running (run-queue wait, CPU throttling).
+    Runqueue,
+    /// Uninterruptible sleep (D state): reclaim, refaults, IO.
+    Blocked,
+}
+
+/// One scheduler episode of the serve's main thread, from BPF. An ongoing
+/// episode (`end == None`) is re-sent every tick while it lasts; episodes
+/// are identified by (kind, start).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Episode {
+    pub kind: EpisodeKind,
+    /// Unix seconds.
+    pub start: f64,
+    /// Unix seconds; `None` while the thread is still waiting.
+    pub end: Option<f64>,
+}
+
+/// Input of one tick.
+#[derive(Debug, Clone, Default)]
+pub struct StallTick<'a> {
+    /// Unix seconds of the sample (end of the interval).
+    pub now: f64,
+    /// Length of the sampling interval that `shares` cover, seconds.
+    pub interval_s: f64,
+    /// The unit's PSI shares over the interval; `None` when PSI is missing
+    /// or this is the first sample.
+    pub shares: Option<PsiShares>,
+    /// New or still-ongoing episodes of the serve's main thread since the
+    /// last tick (ignored by a PSI detector).
+    pub episodes: &'a [Episode],
+    /// The unit's fastest-growing or largest anon process right now.
+    pub culprit: Option<Culprit>,
+}
+
+/// Output of one tick.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StallOutput {
+    /// The window in progress, its duration so far.
+    pub ongoing: Option<StallWindow>,
+    /// Windows that closed in this tick, oldest first (all classes).
+    pub closed: Vec<StallWindow>,
+    /// The ongoing window crossed the warning threshold in this tick: the
+    /// caller writes a start record, so a crash still leaves a trace.
+    pub crossed_warning: Option<StallWindow>,
+}
+
+/// Window being built.
+#[derive(Debug, Clone)]
+struct Building {
+    start: f64,
+    /// Last instant known stalled.
+    end: f64,
+    /// The last episode (or interval) is still in progress.
+    open: bool,
+    /// Episodes of the window, by (kind, start): runqueue vs D-state split.
+    episodes: Vec<Episode>,
+    /// Stall seconds per resource accumulated over the window (PSI share x
+    /// interval), for the cause.
+    memory_s: f64,
+    io_s: f64,
+    cpu_s: f64,
+    culprit: Option<Culprit>,
+    warned: bool,
+}
+
+impl Building {
+    fn new(start: f64, end: f64) -> Self {
+        Building {
+            start,
+            end,
+            open: false,
+            episodes: Vec::new(),
+            memory_s: 0.0,
+            io_s: 0.0,
+            cpu_s: 0.0,
+            culprit: None,
+            warned: false,
+        }
+    }
+
+    fn split(&self, now: f64) -> (f64, f64) {
+        let mut runqueue = 0.0;
+        let mut blocked = 0.0;
+        for e in &self.episodes {
+            let d = (e.end.unwrap_or(now) - e.start).max(0.0);
+            match e.kind {
+                EpisodeKind::Runqueue => runqueue += d,
+                EpisodeKind::Blocked => blocked += d,
+            }
+        }
+        (runqueue, blocked)
+    }
+
+    /// D state -> memory or io by which PSI dominated; run-queue -> cpu.
+    fn cause(&self, source: WindowSource, now: f64) -> Cause {
+        match source {
+            WindowSource::Psi => dominant(self.memory_s, self.io_s, self.cpu_s),
+            WindowSource::Bpf => {
+                let (runqueue, blocked) = self.split(now);
+                if runqueue > blocked {
+                    Cause::Cpu
+                } else if self.io_s > self.memory_s {
+                    Cause::Io
+                } else {
+                    Cause::Memory
+                }
+            }
+        }
+    }
+
+    /// Keeps the biggest culprit seen during the window: after a kill the
+    /// survivors are smaller, and the one that caused the stall stays named.
+    fn note_culprit(&mut self, c: Option<&Culprit>) {
+        if let Some(c) = c {
+            if self
+                .culprit
+                .as_ref()
+                .is_none_or(|k| c.rss_anon > k.rss_anon)
+            {
+                self.culprit = Some(c.clone());
+            }
+        }
+    }
+}
+
+/// Per-unit stall window detector.
+#[derive(Debug, Clone)]
+pub struct StallDetector {
+    user: String,
+    source: WindowSource,
+    warning_s: f64,
+    disconnect_s: f64,
+    current: Option<Building>,
+    last_now: Option<f64>,
+}
+
+impl StallDetector {
+    pub fn new(user: &str, source: WindowSource, warning_s: f64, disconnect_s: f64) -> Self {
+        StallDetector {
+            user: user.to_string(),
+            source,
+            warning_s,
+            disconnect_s,
+            current: None,
+            last_now: None,
+        }
+    }
+
+    pub fn source(&self) -> WindowSource {
+        self.source
+    }
+
+    /// Feeds one tick; returns the ongoing window and what closed.
+    pub fn on_tick(&mut self, tick: &StallTick<'_>) -> StallOutput {
+        let mut out = StallOutput::default();
+        match self.source {
+            WindowSource::Bpf => self.feed_episodes(tick, &mut out),
+            WindowSource::Psi => self.feed_psi(tick, &mut out),
+        }
+        if let (Some(b), Some(s)) = (self.current.as_mut(), tick.shares.as_ref()) {
+            if self.source == WindowSource::Bpf {
+                // The PSI split only decides memory vs io for D state.
+                let dt = tick.interval_s.max(0.0);
+                b.memory_s += s.memory_full * dt;
+                b.io_s += s.io_full * dt;
+                b.cpu_s += s.cpu_some * dt;
+            }
+        }
+        if let Some(b) = self.current.as_mut() {
+            b.note_culprit(tick.culprit.as_ref());
+        }
+        if let Some(b) = &self.current {
+            let w = self.window(b, tick.now, false);
+            if !b.warned && w.duration_s >= self.warning_s {
+                out.crossed_warning = Some(w.clone());
+            }
+            out.ongoing = Some(w);
+        }
+        if out.crossed_warning.is_some() {
+            if let Some(b) = self.current.as_mut() {
+                b.warned = true;
+            }
+        }
+        self.last_now = Some(tick.now);
+        out
+    }
+
+    /// Closes whatever is in progress (unit stopped, agent shutting down).
+    pub fn finish(&mut self, now: f64) -> Option<StallWindow> {
+        let b = self.current.take()?;
+        let end = if b.open { now } else { b.end };
+        Some(self.window(&b, end, true))
+    }
+
+    fn feed_episodes(&mut self, tick: &StallTick<'_>, out: &mut StallOutput) {
+        let mut eps: Vec<Episode> = tick.episodes.to_vec();
+        eps.sort_by(|a, b| a.start.total_cmp(&b.start));
+        for e in eps {
+            let e_end = e.end.unwrap_or(tick.now).max(e.start);
+            let merge = self
+                .current
+                .as_ref()
+                .is_some_and(|b| b.open || e.start - b.end < MERGE_GAP_S);
+            if !merge {
+                if let Some(b) = self.current.take() {
+                    out.closed.push(self.window(&b, b.end, true));
+                }
+                self.current = Some(Building::new(e.start, e_end));
+            }
+            let Some(b) = self.current.as_mut() else {
+                continue;
+            };
+            b.start = b.start.min(e.start);
+            b.end = b.end.max(e_end);
+            match b
+                .episodes
+                .iter_mut()
+                .find(|k| k.kind == e.kind && k.start == e.start)
+            {
+                Some(k) => k.end = e.end,
+                None => b.episodes.push(e),
+            }
+        }
+        // Open while any episode of the window is still in progress.
+        if let Some(b) = self.current.as_mut() {
+            b.open = b.episodes.iter().any(|e| e.end.is_none());
+            if b.open {
+                b.end = b.end.max(tick.now);
+            }
+        }
+        let stale = self
+            .current
+            .as_ref()
+            .is_some_and(|b| !b.open && tick.now - b.end >= MERGE_GAP_S);
+        if stale {
+            if let Some(b) = self.current.take() {
+                out.closed.push(self.window(&b, b.end, true));
+            }
+        }
+    }
+
+    fn feed_psi(&mut self, tick: &StallTick<'_>, out: &mut StallOutput) {
+        let interval_start = tick.now - tick.interval_s;
+        let continuous = tick.interval_s > 0.0
+            && tick.interval_s <= MAX_PSI_INTERVAL_S
+            && self
+                .last_now
+                .is_some_and(|l| (l - interval_start).abs() < MERGE_GAP_S);
+        let stalled = tick.shares.as_ref().is_some_and(|s| s.stalled())
+            && tick.interval_s > 0.0
+            && tick.interval_s <= MAX_PSI_INTERVAL_S;
+        // A window ends where an unstalled (or unprovable) interval begins.
+        if !(stalled && continuous) {
+            if let Some(b) = self.current.take() {
+                out.closed.push(self.window(&b, b.end, true));
+            }
+        }
+        if !stalled {
+            return;
+        }
+        let Some(s) = tick.shares else { return };
+        let b = self
+            .current
+            .get_or_insert_with(|| Building::new(interval_start, tick.now));
+        b.end = tick.now;
+        b.open = true;
+        b.memory_s += s.memory_full * tick.interval_s;
+        b.io_s += s.io_full * tick.interval_s;
+        b.cpu_s += s.cpu_some * tick.interval_s;
+    }
+
+    fn window(&self, b: &Building, end: f64, closed: bool) -> StallWindow {
+        let end_t = match (closed, b.open) {
+            (true, _) => end,
+            (false, true) => end.max(b.end),
+            (false, false) => b.end,
+        };
+        let duration_s = (end_t - b.start).max(0.0);
+        let (runqueue, blocked) = b.split(end_t);
+        let bpf = self.source == WindowSource::Bpf;
+        StallWindow {
+            user: self.user.clone(),
+            start: b.start,
+            end: closed.then_some(end_t),
+            duration_s,
+            class: Class::of(duration_s, self.warning_s, self.disconnect_s),
+            cause: b.cause(self.source, end_t),
+            source: self.source,
+            culprit: b.culprit.clone(),
+            runqueue_s: bpf.then_some(runqueue),
+            blocked_s: bpf.then_some(blocked),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "stall_tests.rs"]
+mod tests;

@@ -1,0 +1,297 @@
+//! Tests of the stall window detector on synthetic streams with a fake clock.
+
+use super::*;
+
+fn bpf() -> StallDetector {
+    StallDetector::new("alice", WindowSource::Bpf, 10.0, 20.0)
+}
+
+fn psi() -> StallDetector {
+    StallDetector::new("alice", WindowSource::Psi, 10.0, 20.0)
+}
+
+fn ep(kind: EpisodeKind, start: f64, end: Option<f64>) -> Episode {
+    Episode { kind, start, end }
+}
+
+fn tick(now: f64, episodes: &[Episode]) -> StallTick<'_> {
+    StallTick {
+        now,
+        interval_s: 0.1,
+        shares: None,
+        episodes,
+        culprit: None,
+    }
+}
+
+fn shares(memory_full: f64, io_full: f64, cpu_some: f64) -> PsiShares {
+    PsiShares {
+        memory_some: memory_full,
+        memory_full,
+        io_some: io_full,
+        io_full,
+        cpu_some,
+    }
+}
+
+/// One blocked episode of `len` seconds, then quiet: the closed window.
+fn single_episode_window(len: f64) -> StallWindow {
+    let mut d = bpf();
+    let start = 1000.0;
+    let e = [ep(EpisodeKind::Blocked, start, Some(start + len))];
+    let out = d.on_tick(&tick(start + len + 0.01, &e));
+    assert!(
+        out.closed.is_empty(),
+        "not closed before the merge gap passed"
+    );
+    let out = d.on_tick(&tick(start + len + 0.5, &[]));
+    assert_eq!(out.closed.len(), 1, "closed after the merge gap");
+    out.closed[0].clone()
+}
+
+#[test]
+fn bpf_classes_at_the_watchdog_boundaries() {
+    for (len, class) in [
+        (9.9, Class::Short),
+        (10.0, Class::Warning),
+        (19.9, Class::Warning),
+        (20.0, Class::Disconnect),
+    ] {
+        let w = single_episode_window(len);
+        assert_eq!(w.class, class, "{len} s");
+        assert!(
+            (w.duration_s - len).abs() < 1e-9,
+            "{len} s: {}",
+            w.duration_s
+        );
+        assert_eq!(w.end, Some(1000.0 + len));
+    }
+}
+
+/// `n` consecutive stalled intervals of 0.1 s each, then an unstalled one.
+fn psi_window(n: u32) -> StallWindow {
+    let mut d = psi();
+    d.on_tick(&StallTick {
+        now: 0.0,
+        interval_s: 0.0,
+        ..Default::default()
+    });
+    let mut closed = Vec::new();
+    for i in 1..=n + 1 {
+        let s = if i <= n {
+            shares(0.8, 0.1, 0.0)
+        } else {
+            shares(0.0, 0.0, 0.0)
+        };
+        let out = d.on_tick(&StallTick {
+            now: f64::from(i) / 10.0,
+            interval_s: 0.1,
+            shares: Some(s),
+            ..Default::default()
+        });
+        closed.extend(out.closed);
+    }
+    assert_eq!(closed.len(), 1, "one window");
+    closed.remove(0)
+}
+
+#[test]
+fn psi_classes_at_the_watchdog_boundaries() {
+    for (n, class) in [
+        (99, Class::Short),
+        (100, Class::Warning),
+        (199, Class::Warning),
+        (200, Class::Disconnect),
+    ] {
+        let w = psi_window(n);
+        assert_eq!(w.class, class, "{n} intervals: {}", w.duration_s);
+        assert_eq!(w.cause, Cause::Memory);
+        assert_eq!(w.source, WindowSource::Psi);
+        assert_eq!(w.runqueue_s, None);
+    }
+}
+
+#[test]
+fn gaps_under_100ms_are_merged_longer_ones_split() {
+    let mut d = bpf();
+    let e = [
+        ep(EpisodeKind::Runqueue, 10.0, Some(11.0)),
+        ep(EpisodeKind::Blocked, 11.05, Some(12.0)),
+    ];
+    d.on_tick(&tick(12.01, &e));
+    let out = d.on_tick(&tick(13.0, &[]));
+    assert_eq!(out.closed.len(), 1);
+    let w = &out.closed[0];
+    assert_eq!((w.start, w.end), (10.0, Some(12.0)));
+    assert!((w.runqueue_s.expect("bpf split") - 1.0).abs() < 1e-9);
+    assert!((w.blocked_s.expect("bpf split") - 0.95).abs() < 1e-9);
+
+    let mut d = bpf();
+    let e = [
+        ep(EpisodeKind::Blocked, 10.0, Some(11.0)),
+        ep(EpisodeKind::Blocked, 11.2, Some(12.0)),
+    ];
+    let out = d.on_tick(&tick(12.01, &e));
+    assert_eq!(out.closed.len(), 1, "first closed by the second's gap");
+    assert_eq!(out.closed[0].end, Some(11.0));
+    let out = d.on_tick(&tick(13.0, &[]));
+    assert_eq!(out.closed.len(), 1);
+    assert_eq!(out.closed[0].start, 11.2);
+}
+
+#[test]
+fn episodes_arriving_in_separate_ticks_merge() {
+    let mut d = bpf();
+    d.on_tick(&tick(10.5, &[ep(EpisodeKind::Blocked, 10.0, Some(10.45))]));
+    // The next one starts 80 ms after the first ended: same window.
+    let out = d.on_tick(&tick(10.7, &[ep(EpisodeKind::Blocked, 10.53, Some(10.69))]));
+    assert!(out.closed.is_empty());
+    let out = d.on_tick(&tick(11.0, &[]));
+    assert_eq!(out.closed.len(), 1);
+    assert!((out.closed[0].duration_s - 0.69).abs() < 1e-9);
+}
+
+#[test]
+fn ongoing_window_counts_up_and_warns_once() {
+    let mut d = bpf();
+    let e = [ep(EpisodeKind::Blocked, 100.0, None)];
+    let mut warned = 0;
+    for i in 1..=250 {
+        let now = 100.0 + f64::from(i) / 10.0;
+        let out = d.on_tick(&tick(now, &e));
+        let w = out.ongoing.expect("ongoing");
+        assert!((w.duration_s - (now - 100.0)).abs() < 1e-9);
+        assert_eq!(w.end, None);
+        if let Some(s) = out.crossed_warning {
+            warned += 1;
+            assert!(s.duration_s >= 10.0 && s.duration_s < 10.1);
+        }
+    }
+    assert_eq!(warned, 1, "one start record per window");
+    let out = d.on_tick(&tick(
+        125.15,
+        &[ep(EpisodeKind::Blocked, 100.0, Some(125.1))],
+    ));
+    assert!(out.ongoing.is_some(), "still inside the merge gap");
+    let out = d.on_tick(&tick(125.3, &[]));
+    assert_eq!(out.closed.len(), 1);
+    assert_eq!(out.closed[0].class, Class::Disconnect);
+    assert!(out.ongoing.is_none());
+}
+
+fn bpf_window_with(kind: EpisodeKind, s: PsiShares) -> StallWindow {
+    let mut d = bpf();
+    let e = [ep(kind, 0.0, None)];
+    for i in 1..=30 {
+        d.on_tick(&StallTick {
+            now: f64::from(i),
+            interval_s: 1.0,
+            shares: Some(s),
+            episodes: &e,
+            culprit: None,
+        });
+    }
+    d.finish(30.0).expect("window in progress")
+}
+
+#[test]
+fn cause_from_d_state_and_psi_and_runqueue() {
+    let w = bpf_window_with(EpisodeKind::Blocked, shares(0.7, 0.4, 0.1));
+    assert_eq!(w.cause, Cause::Memory, "D state, memory full dominates");
+    let w = bpf_window_with(EpisodeKind::Blocked, shares(0.1, 0.6, 0.1));
+    assert_eq!(w.cause, Cause::Io, "D state, io full dominates");
+    let w = bpf_window_with(EpisodeKind::Runqueue, shares(0.7, 0.4, 0.1));
+    assert_eq!(
+        w.cause,
+        Cause::Cpu,
+        "run-queue wait is cpu whatever PSI says"
+    );
+    assert_eq!(w.class, Class::Disconnect);
+
+    let mut d = psi();
+    d.on_tick(&StallTick::default());
+    for i in 1..=12 {
+        d.on_tick(&StallTick {
+            now: f64::from(i),
+            interval_s: 1.0,
+            shares: Some(shares(0.0, 0.2, 0.9)),
+            ..Default::default()
+        });
+    }
+    let w = d.finish(12.0).expect("window");
+    assert_eq!(w.cause, Cause::Cpu, "PSI: cpu some dominates");
+    assert_eq!(w.class, Class::Warning);
+}
+
+#[test]
+fn psi_window_needs_consecutive_short_intervals() {
+    let mut d = psi();
+    d.on_tick(&StallTick::default());
+    let stalled = Some(shares(0.9, 0.0, 0.0));
+    for i in 1..=5 {
+        d.on_tick(&StallTick {
+            now: f64::from(i),
+            interval_s: 1.0,
+            shares: stalled,
+            ..Default::default()
+        });
+    }
+    // The sampler hiccupped: a 3 s interval cannot prove continuity.
+    let out = d.on_tick(&StallTick {
+        now: 8.0,
+        interval_s: 3.0,
+        shares: stalled,
+        ..Default::default()
+    });
+    assert_eq!(out.closed.len(), 1);
+    assert_eq!(out.closed[0].duration_s, 5.0);
+    assert!(out.ongoing.is_none());
+    // Below 50 %: no window.
+    let out = d.on_tick(&StallTick {
+        now: 9.0,
+        interval_s: 1.0,
+        shares: Some(shares(0.49, 0.49, 0.49)),
+        ..Default::default()
+    });
+    assert!(out.ongoing.is_none() && out.closed.is_empty());
+}
+
+#[test]
+fn culprit_is_the_biggest_seen_during_the_window() {
+    let mut d = bpf();
+    let e = [ep(EpisodeKind::Blocked, 0.0, None)];
+    let c = |pid, rss_anon| Culprit {
+        pid,
+        comm: format!("p{pid}"),
+        rss_anon,
+    };
+    for (now, culprit) in [(1.0, c(7, 100)), (2.0, c(8, 9_000)), (3.0, c(9, 50))] {
+        d.on_tick(&StallTick {
+            now,
+            interval_s: 1.0,
+            shares: None,
+            episodes: &e,
+            culprit: Some(culprit),
+        });
+    }
+    let w = d.finish(3.0).expect("window");
+    assert_eq!(w.culprit.expect("culprit").pid, 8);
+}
+
+#[test]
+fn empty_and_odd_input_does_not_panic() {
+    let mut d = bpf();
+    assert_eq!(d.on_tick(&StallTick::default()), StallOutput::default());
+    let e = [ep(EpisodeKind::Blocked, 5.0, Some(4.0))];
+    let out = d.on_tick(&tick(6.0, &e));
+    assert!(out.closed.iter().all(|w| w.duration_s >= 0.0));
+    let mut d = psi();
+    let out = d.on_tick(&StallTick {
+        now: 1.0,
+        interval_s: f64::NAN,
+        shares: Some(shares(f64::NAN, 1.0, 0.0)),
+        ..Default::default()
+    });
+    assert!(out.ongoing.is_none());
+    assert!(d.finish(2.0).is_none());
+}
