@@ -135,7 +135,7 @@ fn banner<'a>(app: &App) -> Option<Line<'a>> {
             // The error goes last: a narrow terminal cuts its tail only.
             Some(Line::styled(
                 format!(
-                    " CONNECTION LOST ({data}, retry every {retry}, attempt {attempts}): {error} "
+                    " CONNECTION LOST, retrying every {retry} (attempt {attempts}, {data}): {error} "
                 ),
                 Style::new().fg(Color::White).bg(Color::Red).bold(),
             ))

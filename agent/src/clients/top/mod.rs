@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use crossterm::event::Event;
 use ratatui::buffer::Buffer;
-use ratatui::layout::Rect;
+use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::widgets::Widget;
 use ratatui::DefaultTerminal;
 
@@ -67,36 +67,45 @@ fn once(mut source: Box<dyn SnapshotSource>, json: bool) -> anyhow::Result<ExitC
         .fetch()
         .with_context(|| format!("no snapshot from {}", source.describe()))?;
     let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &snap)?;
-        writeln!(out)?;
+    let text = if json {
+        serde_json::to_string_pretty(&snap)? + "\n"
     } else {
         let width = if out.is_terminal() {
             crossterm::terminal::size().map_or(ONCE_WIDTH, |(w, _)| w)
         } else {
             ONCE_WIDTH
         };
-        out.write_all(render_text(&snap, &source.describe(), width).as_bytes())?;
+        render_text(&snap, &source.describe(), width)
+    };
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `top --once | head` is a normal use: a closed pipe is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// The header and table as plain text (no escape codes), as the live view
-/// would draw them at `width` columns.
+/// The header and table as plain text (no escape codes, no selection), as
+/// the live view draws them at `width` columns.
 pub fn render_text(snap: &Snapshot, source: &str, width: u16) -> String {
     let mut app = App::new(source.to_string(), 1.0);
     app.set_snapshot(snap.clone());
+    let rows = app.visible();
     // Header (2) + table header (1) + one line per unit (the empty-host
-    // message needs 2 more) + the footer line, which is dropped below.
-    let height = 2 + 1 + (snap.units.len() as u16).max(2) + 1;
+    // message needs 2).
+    let height = 2 + 1 + (rows.len() as u16).max(2);
     let area = Rect::new(0, 0, width.max(20), height);
     let mut buf = Buffer::empty(area);
-    (&app).render(area, &mut buf);
+    let [head, body] = Layout::vertical([Constraint::Length(2), Constraint::Min(1)]).areas(area);
+    header::Header { app: &app }.render(head, &mut buf);
+    table::UnitTable {
+        rows: &rows,
+        now: snap.generated_at,
+        selected: None,
+    }
+    .render(body, &mut buf);
     let mut text = String::new();
-    for y in 0..area.height - 1 {
-        let line: String = (0..area.width)
-            .map(|x| buf[(x, y)].symbol())
-            .collect::<String>();
+    for y in 0..area.height {
+        let line: String = (0..area.width).map(|x| buf[(x, y)].symbol()).collect();
         text.push_str(line.trim_end());
         text.push('\n');
     }
@@ -108,6 +117,7 @@ pub fn render_text(snap: &Snapshot, source: &str, width: u16) -> String {
 
 enum Msg {
     Term(Event),
+    /// The input reader failed or a worker thread panicked: leave cleanly.
     InputGone(String),
     Fetched(Box<Result<Snapshot, SourceError>>),
 }
@@ -137,6 +147,7 @@ fn spawn_fetcher(
     std::thread::Builder::new()
         .name("top-fetch".into())
         .spawn(move || loop {
+            let _guard = PanicGuard(tx.clone(), "fetch");
             let started = Instant::now();
             if tx.send(Msg::Fetched(Box::new(source.fetch()))).is_err() {
                 return;
@@ -152,6 +163,7 @@ fn spawn_input(tx: mpsc::Sender<Msg>) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("top-input".into())
         .spawn(move || loop {
+            let _guard = PanicGuard(tx.clone(), "input");
             let msg = match crossterm::event::read() {
                 Ok(ev) => Msg::Term(ev),
                 Err(e) => Msg::InputGone(e.to_string()),
@@ -163,6 +175,20 @@ fn spawn_input(tx: mpsc::Sender<Msg>) -> anyhow::Result<()> {
         })
         .context("cannot start the input thread")?;
     Ok(())
+}
+
+/// Tells the loop when a worker thread unwinds, so the view ends (and the
+/// terminal is restored by `live`) instead of staying up half-dead.
+struct PanicGuard(mpsc::Sender<Msg>, &'static str);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self
+                .0
+                .send(Msg::InputGone(format!("{} thread panicked", self.1)));
+        }
+    }
 }
 
 fn event_loop(
@@ -184,7 +210,7 @@ fn event_loop(
             },
             Msg::Term(Event::Resize(..)) => true,
             Msg::Term(_) => false,
-            Msg::InputGone(e) => anyhow::bail!("terminal input failed: {e}"),
+            Msg::InputGone(e) => anyhow::bail!("top stopped: {e}"),
             Msg::Fetched(result) => {
                 match *result {
                     Ok(snap) => {
