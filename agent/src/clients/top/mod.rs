@@ -4,6 +4,12 @@
 //! Shaped like tokio-console: one loop over input, refresh ticks and fetch
 //! results (here one channel fed by an input thread and a fetch thread); the
 //! state lives in [`app::App`]; the screen is `impl Widget for &App`.
+//!
+//! Idle cost: both threads block (crossterm's reader, the fetch sleep), so
+//! an idle view wakes once per refresh. Measured 0.65 % of a core (0.39 s
+//! CPU in 60 s, debug build, 1 s refresh, 120x40 tmux pane, fixture
+//! snapshot of 4 users) with `cargo test -p t3pressure-tests --test top_tmux
+//! top_idle_cpu -- --ignored --nocapture`.
 
 pub mod app;
 mod detail;

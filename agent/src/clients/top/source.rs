@@ -116,6 +116,62 @@ mod tests {
         );
     }
 
+    /// Answers one request with `response` verbatim, returns the address.
+    fn one_shot(response: &'static str) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(response.as_bytes());
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn http_status_and_bad_json_are_errors() {
+        let addr = one_shot(
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        let err = HttpSource::new(&addr, Duration::from_secs(2))
+            .fetch()
+            .expect_err("503");
+        assert!(
+            matches!(err, SourceError::Status { status: 503, .. }),
+            "unexpected {err:?}"
+        );
+        let addr = one_shot(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\n{\"units\":",
+        );
+        let err = HttpSource::new(&addr, Duration::from_secs(2))
+            .fetch()
+            .expect_err("truncated JSON");
+        assert!(
+            matches!(err, SourceError::Decode { .. }),
+            "unexpected {err:?}"
+        );
+    }
+
+    #[test]
+    fn fixture_snapshot_over_http() {
+        let body = include_str!("testdata/several_users.json");
+        let response: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let addr = one_shot(response);
+        let snap = HttpSource::new(&addr, Duration::from_secs(2))
+            .fetch()
+            .expect("fixture snapshot");
+        assert_eq!(snap.units.len(), 4);
+    }
+
     #[test]
     fn standalone_says_it_is_not_wired() {
         let mut s = Standalone {

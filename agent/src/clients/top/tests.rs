@@ -255,3 +255,36 @@ fn fixture_json_is_current() {
         serde_json::from_str(&on_disk).expect("fixture parses as a Snapshot");
     assert_eq!(back.units.len(), several_users().units.len());
 }
+
+#[test]
+fn standalone_header_says_no_bpf() {
+    let mut snap = several_users();
+    snap.agent.from_agent = false;
+    let screen = draw(&app_with(snap), 120, 6);
+    let first = screen.lines().next().expect("header line");
+    assert!(first.contains("standalone (no BPF)"), "{first}");
+    assert!(!first.contains("BPF off"), "{first}");
+}
+
+#[test]
+fn many_users_keep_the_selection_on_screen() {
+    let mut snap = several_users();
+    let template = snap.units[0].clone();
+    snap.units = (0..50)
+        .map(|i| {
+            let mut u = template.clone();
+            u.user = format!("user{i:02}");
+            u
+        })
+        .collect();
+    let mut app = app_with(snap);
+    for _ in 0..45 {
+        app.on_key(key(KeyCode::Down));
+    }
+    let screen = draw(&app, 120, 20);
+    let selected = screen
+        .lines()
+        .find(|l| l.starts_with("> "))
+        .expect("selected row visible");
+    assert!(selected.contains("user45"), "{selected}");
+}
