@@ -14,7 +14,6 @@
 //! ```
 
 pub mod runaway;
-pub mod serve;
 pub mod stall;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -5,4 +5,5 @@ pub mod event;
 pub mod growth;
 pub mod rates;
 pub mod sample;
+pub mod serve;
 pub mod state;

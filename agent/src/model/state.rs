@@ -3,13 +3,14 @@
 //! time, so a detector can ask for faster sampling of one unit). Plus host
 //! figures.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::model::growth::{ProcGrowth, Series};
 use crate::model::rates::{time_to_max, PressureShares, PsiShares};
 use crate::model::sample::{HostSample, ProcSample, Unit, UnitSample};
+use crate::model::serve::{find_serve, ServeMatcher};
 
 /// One watched unit.
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ impl UnitState {
     }
 
     /// Takes in a new sample and derives the rates.
-    pub fn update(&mut self, sample: UnitSample) {
+    pub fn update(&mut self, sample: UnitSample, matcher: Option<&ServeMatcher>) {
         if let Some(prev) = self.latest.take() {
             let dt = sample.at.saturating_duration_since(prev.at);
             self.achieved_interval = Some(dt);
@@ -85,7 +86,7 @@ impl UnitState {
                 .iter()
                 .map(|p| (p.pid, p.start_time, p.rss_anon)),
         );
-        self.serve_pid = serve_pid(&sample.procs);
+        self.serve_pid = find_serve(&sample.procs, matcher);
         self.latest = Some(sample);
     }
 
@@ -111,16 +112,6 @@ impl UnitState {
     }
 }
 
-/// The process whose parent is outside the unit; the oldest if several.
-pub fn serve_pid(procs: &[ProcSample]) -> Option<i32> {
-    let pids: HashSet<i32> = procs.iter().map(|p| p.pid).collect();
-    procs
-        .iter()
-        .filter(|p| !pids.contains(&p.ppid))
-        .min_by_key(|p| (p.start_time, p.pid))
-        .map(|p| p.pid)
-}
-
 /// Host figures: latest, previous, and stall shares.
 #[derive(Debug, Clone)]
 pub struct HostState {
@@ -135,6 +126,8 @@ pub struct Model {
     /// Keyed by cgroup path.
     pub units: BTreeMap<PathBuf, UnitState>,
     pub host: Option<HostState>,
+    /// `serve_match` from the config: overrides "parent outside the unit".
+    pub serve_matcher: Option<ServeMatcher>,
 }
 
 impl Model {
@@ -166,7 +159,7 @@ impl Model {
     /// phase (no drift) unless it fell more than one interval behind.
     pub fn update_unit(&mut self, path: &Path, sample: UnitSample, now: Instant) {
         if let Some(u) = self.units.get_mut(path) {
-            u.update(sample);
+            u.update(sample, self.serve_matcher.as_ref());
             let next = u.next_due + u.interval;
             u.next_due = if next <= now { now + u.interval } else { next };
         }
@@ -253,13 +246,6 @@ mod tests {
             cgroup_id: 7,
             level: 1,
         }
-    }
-
-    #[test]
-    fn serve_is_the_process_with_an_outside_parent() {
-        let procs = vec![proc(20, 10, 5, 0), proc(10, 1, 3, 0), proc(30, 20, 9, 0)];
-        assert_eq!(serve_pid(&procs), Some(10));
-        assert_eq!(serve_pid(&[]), None);
     }
 
     #[test]

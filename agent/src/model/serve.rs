@@ -1,5 +1,7 @@
 //! Which process of a unit is the serve: the one whose event loop the
 //! clients' watchdog measures, and the one the runaway catcher never kills.
+//! A fact of the model (recomputed with every sample), used by the stall
+//! detector (whose thread to watch) and the runaway policy (never kill it).
 
 use globset::{Glob, GlobMatcher};
 

@@ -3,6 +3,9 @@
 //! host at the normal interval), updates the model, the metrics and the
 //! snapshot, which the HTTP endpoint serves. SIGTERM/SIGINT stop it cleanly.
 
+mod detect;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -12,9 +15,16 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use tokio::sync::mpsc;
 
+use crate::actions::killer::PidfdKiller;
 use crate::config::Config;
+use crate::detectors::runaway::UnitInput;
+use crate::detectors::stall::StallTick;
+use crate::detectors::{Detectors, UnitTick};
+use crate::model::event::{unix_seconds, Event, EventBody};
 use crate::model::sample::{Unit, UnitSample};
+use crate::model::serve::ServeMatcher;
 use crate::model::state::Model;
+use crate::outputs::eventlog::EventLog;
 use crate::outputs::http::{self, HttpState};
 use crate::outputs::metrics::Metrics;
 use crate::outputs::snapshot::{build, AgentInfo};
@@ -108,8 +118,27 @@ pub async fn run(
     }
     metrics.set_bpf_loaded(bpf_error.is_none());
 
-    // HOOK(eventlog): open the event log in `config.state_dir`, write
-    // agent_start here and agent_stop after the loop.
+    // The log must never stop the agent from protecting the host: if it
+    // cannot be opened, say so loudly and go on.
+    let mut events = match EventLog::open(&config.state_dir, &config.event_log) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            tracing::error!("event log unavailable, events go to this log only: {e}");
+            None
+        }
+    };
+    let killer = PidfdKiller::new(&config.proc_root)
+        .with_cgroup_check(is_cgroup2_mount(&config.cgroup_root));
+    let detectors = Detectors::new(&config, bpf_error.is_none(), Box::new(killer));
+    append(
+        &mut events,
+        EventBody::AgentStart {
+            version: crate::VERSION.to_string(),
+            config_hash: config.hash(),
+            mode: config.mode.to_string(),
+            bpf_loaded: bpf_error.is_none(),
+        },
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -139,7 +168,14 @@ pub async fn run(
         from_agent: true,
     };
     let mut sampling = Loop {
-        model: Model::default(),
+        model: Model {
+            serve_matcher: config.serve_match.as_deref().and_then(ServeMatcher::new),
+            ..Model::default()
+        },
+        detectors,
+        events,
+        history: BTreeMap::new(),
+        inputs: BTreeMap::new(),
         sampler: Some(Sampler::new(&config.cgroup_root, &config.proc_root)),
         metrics,
         http: http_state,
@@ -151,6 +187,12 @@ pub async fn run(
     sampling.run(changes, shutdown).await;
 
     tracing::info!("shutting down");
+    append(
+        &mut sampling.events,
+        EventBody::AgentStop {
+            reason: "SIGTERM or SIGINT".into(),
+        },
+    );
     let _ = stop_tx.send(true);
     match server.await {
         Ok(Ok(())) => {}
@@ -161,8 +203,73 @@ pub async fn run(
     Ok(())
 }
 
+/// Appends one event to the log, if there is one; a failed write is logged
+/// and the event is not lost from the agent's own log.
+fn append(log: &mut Option<EventLog>, body: EventBody) {
+    let event = Event::new(unix_seconds(SystemTime::now()), body);
+    match log {
+        Some(l) => {
+            if let Err(e) = l.append(&event) {
+                tracing::error!(kind = event.body.kind(), "cannot write event: {e}");
+            }
+        }
+        None => {
+            tracing::info!(event = %serde_json::to_string(&event).unwrap_or_default(), "event (no event log)")
+        }
+    }
+}
+
+/// True when `path` is a cgroup2 mount: then a process's `/proc/PID/cgroup`
+/// path is relative to it and the killer can re-check it. A fake tree
+/// (tests) is not, and the re-check relies on the start time alone.
+fn is_cgroup2_mount(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is writable
+    // memory of the right size; statfs fills it on success.
+    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type is i64 or u32 by libc target"
+    )]
+    let magic = st.f_type as i64;
+    let is_mount = magic == CGROUP2_SUPER_MAGIC
+        && path
+            .parent()
+            .map(|p| {
+                std::fs::metadata(p)
+                    .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                    .ok()
+                    != std::fs::metadata(path)
+                        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                        .ok()
+            })
+            .unwrap_or(true);
+    if !is_mount {
+        tracing::info!(
+            "{} is not a cgroup2 mount point: kills re-check a process by its start time only",
+            path.display()
+        );
+    }
+    is_mount
+}
+
 struct Loop {
     model: Model,
+    detectors: Detectors,
+    events: Option<EventLog>,
+    history: BTreeMap<String, detect::UserHistory>,
+    /// The runaway policy's view of each unit at its last sample.
+    inputs: BTreeMap<String, UnitInput>,
     /// Moved into the blocking pool for each pass and back.
     sampler: Option<Sampler>,
     metrics: Arc<Metrics>,
@@ -223,7 +330,13 @@ impl Loop {
                 tracing::info!(user = %u.user, cgroup_id = u.cgroup_id, "watching {}", u.path.display());
                 self.metrics.add_unit(&u.user, &u.name);
                 // HOOK(bpf): add u.cgroup_id at u.level to the BPF filter map.
-                // HOOK(eventlog): unit_start.
+                append(
+                    &mut self.events,
+                    EventBody::UnitStart {
+                        user: u.user.clone(),
+                        unit: u.name.clone(),
+                    },
+                );
                 self.model.add_unit(u, self.interval, now);
             }
             Change::Removed(u) => self.drop_unit(&u),
@@ -235,12 +348,26 @@ impl Loop {
     fn drop_unit(&mut self, u: &Unit) {
         if self.model.remove_unit(&u.path).is_some() {
             tracing::info!(user = %u.user, "unit stopped: {}", u.path.display());
+            // A window cut by the stop is logged; its series go with the
+            // unit's below.
+            let now = unix_seconds(SystemTime::now());
+            for body in self.detectors.unit_removed(&u.user, now) {
+                self.record(body);
+            }
             self.metrics.remove_unit(&u.user, &u.name);
             if let Some(s) = self.sampler.as_mut() {
                 s.errors.forget_unit(&u.name);
             }
             // HOOK(bpf): remove the cgroup id from the filter map.
-            // HOOK(eventlog): unit_stop.
+            self.inputs.remove(&u.user);
+            self.history.remove(&u.user);
+            append(
+                &mut self.events,
+                EventBody::UnitStop {
+                    user: u.user.clone(),
+                    unit: u.name.clone(),
+                },
+            );
         }
         self.metrics.set_units_watched(self.model.units.len());
         self.agent.units_watched = self.model.units.len();
@@ -279,6 +406,7 @@ impl Loop {
             .observe_sample_duration(started.elapsed().as_secs_f64());
         self.metrics.set_read_errors(sampler.errors.counts());
         self.sampler = Some(sampler);
+        let mut sampled = Vec::new();
         for (unit, sample) in samples {
             match sample {
                 Some(s) => {
@@ -286,11 +414,13 @@ impl Loop {
                     if let Some(state) = self.model.units.get(&unit.path) {
                         self.metrics.update_unit(state);
                     }
+                    sampled.push(unit);
                 }
                 // Vanished mid-read: the unit stopped (discovery confirms).
                 None => self.drop_unit(&unit),
             }
         }
+        let host_sampled = host.is_some();
         if let Some(h) = host {
             self.model.update_host(h);
             if let Some(last) = self.last_host_pass {
@@ -310,13 +440,90 @@ impl Loop {
             };
         }
 
-        // HOOK(detectors): run the stall-window and runaway detectors on
-        // `self.model` here; they may call `self.model.set_interval(path,
-        // fast, now)` for units near their limit and record through
-        // `self.metrics` (record_stall_window, set_serve_stall, ...).
-        // HOOK(eventlog): append what the detectors concluded.
+        self.detect(&sampled, host_sampled, now);
 
-        let snapshot = build::snapshot(&self.model, self.agent.clone());
+        let mut snapshot = build::snapshot(&self.model, self.agent.clone());
+        detect::annotate(
+            &mut snapshot,
+            &self.detectors,
+            &self.inputs,
+            &mut self.history,
+        );
         self.http.publish(self.metrics.render(), snapshot);
+    }
+
+    /// Runs the detectors on the units sampled in this pass, acts on their
+    /// decisions, logs and counts what they concluded, and sets each unit's
+    /// next sampling interval.
+    fn detect(&mut self, sampled: &[Unit], host_sampled: bool, now: Instant) {
+        let wall = unix_seconds(SystemTime::now());
+        let mut ticks = Vec::with_capacity(sampled.len());
+        for unit in sampled {
+            let Some(state) = self.model.units.get(&unit.path) else {
+                continue;
+            };
+            let Some(input) = detect::unit_input(state, wall) else {
+                continue;
+            };
+            ticks.push(UnitTick {
+                stall: StallTick {
+                    now: wall,
+                    interval_s: state.pressure.dt_s,
+                    shares: detect::stall_shares(&state.pressure),
+                    // HOOK(bpf): episodes of the serve's main thread.
+                    episodes: &[],
+                    culprit: None,
+                },
+                runaway: input,
+            });
+        }
+        let host = if host_sampled {
+            self.model.host.as_ref().map(detect::host_input)
+        } else {
+            None
+        };
+        for body in self.detectors.on_tick(wall, &ticks, host.as_ref()) {
+            self.record(body);
+        }
+        for t in ticks {
+            let user = t.runaway.user.clone();
+            let stall = self.detectors.ongoing(&user).map_or(0.0, |w| w.duration_s);
+            self.metrics.set_serve_stall(&user, stall);
+            let interval = self.detectors.sample_interval_for(&t.runaway);
+            if let Some(unit) = sampled.iter().find(|u| u.user == user) {
+                self.model.set_interval(&unit.path, interval, now);
+            }
+            self.inputs.insert(user, t.runaway);
+        }
+    }
+
+    /// Counts an event in the metrics, remembers it for the snapshot and
+    /// appends it to the event log.
+    fn record(&mut self, body: EventBody) {
+        let wall = unix_seconds(SystemTime::now());
+        match &body {
+            EventBody::StallWindow(w) => {
+                self.metrics
+                    .record_stall_window(&w.user, w.class, w.cause, w.duration_s);
+                self.history
+                    .entry(w.user.clone())
+                    .or_default()
+                    .window_closed(w.end.unwrap_or(wall), w.class);
+            }
+            EventBody::Runaway(a) => {
+                self.metrics.inc_runaway_action(&a.user, a.action.as_str());
+                self.history.entry(a.user.clone()).or_default().last_action =
+                    Some((wall, a.clone()));
+            }
+            EventBody::OomKill(o) => {
+                if let Some(user) = &o.user {
+                    self.metrics.inc_oom_kill(user, o.scope);
+                    self.history.entry(user.clone()).or_default().last_oom =
+                        Some((wall, o.clone()));
+                }
+            }
+            _ => {}
+        }
+        append(&mut self.events, body);
     }
 }

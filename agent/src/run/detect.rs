@@ -1,0 +1,119 @@
+//! Glue between the model and the detectors: the per-tick inputs the stall
+//! detector and the runaway policy take, built from a unit's state, and what
+//! the detectors add to the snapshot.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::detectors::runaway::{HostInput, ProcInput, UnitInput};
+use crate::detectors::stall::PsiShares;
+use crate::detectors::Detectors;
+use crate::model::event::{Class, OomKill, RunawayAction};
+use crate::model::rates::PressureShares;
+use crate::model::state::{HostState, UnitState};
+use crate::outputs::snapshot::{Snapshot, StallInfo};
+
+/// A flat view of the unit's shares; a resource without PSI counts as 0.
+pub fn stall_shares(p: &PressureShares) -> Option<PsiShares> {
+    (p.dt_s > 0.0).then(|| PsiShares {
+        memory_some: p.memory.some.unwrap_or(0.0),
+        memory_full: p.memory.full.unwrap_or(0.0),
+        io_some: p.io.some.unwrap_or(0.0),
+        io_full: p.io.full.unwrap_or(0.0),
+        cpu_some: p.cpu.some.unwrap_or(0.0),
+    })
+}
+
+/// The runaway policy's view of a unit; `None` before its first sample.
+pub fn unit_input(u: &UnitState, now: f64) -> Option<UnitInput> {
+    let s = u.latest.as_ref()?;
+    Some(UnitInput {
+        user: u.unit.user.clone(),
+        now,
+        memory_current: s.memory_current.unwrap_or(0),
+        memory_max: s.memory_max.and_then(|l| l.bytes()),
+        memory_high: s.memory_high.and_then(|l| l.bytes()),
+        memory_full_share: u.pressure.memory.full,
+        growth_bytes_per_second: u.growth_bytes_per_second(),
+        serve_pid: u.serve_pid,
+        procs: s
+            .procs
+            .iter()
+            .map(|p| ProcInput::from_sample(p, u.proc_anon_growth(p)))
+            .collect(),
+    })
+}
+
+pub fn host_input(h: &HostState) -> HostInput {
+    HostInput {
+        memory_full_avg10: h
+            .latest
+            .memory_pressure
+            .and_then(|p| p.full.map(|f| f.avg10)),
+        mem_total: h.latest.meminfo.map(|m| m.mem_total),
+        mem_available: h.latest.meminfo.map(|m| m.mem_available),
+    }
+}
+
+/// What the run loop remembers per user for the snapshot besides the
+/// detectors' own state: the last action and OOM kill, and the classed
+/// windows of the last hour.
+#[derive(Debug, Default)]
+pub struct UserHistory {
+    pub last_action: Option<(f64, RunawayAction)>,
+    pub last_oom: Option<(f64, OomKill)>,
+    /// (end time, class) of warning/disconnect windows, oldest first.
+    pub classed: VecDeque<(f64, Class)>,
+}
+
+impl UserHistory {
+    pub fn window_closed(&mut self, end: f64, class: Class) {
+        if class != Class::Short {
+            self.classed.push_back((end, class));
+        }
+    }
+
+    fn last_hour(&mut self, now: f64) -> (u32, u32) {
+        while self.classed.front().is_some_and(|(t, _)| *t < now - 3600.0) {
+            self.classed.pop_front();
+        }
+        let count = |c: Class| self.classed.iter().filter(|(_, k)| *k == c).count() as u32;
+        (count(Class::Warning), count(Class::Disconnect))
+    }
+}
+
+/// Fills the detector-owned parts of the snapshot: stall windows, the
+/// runaway candidate (the policy's, protect list applied), last action and
+/// OOM kill.
+pub fn annotate(
+    snap: &mut Snapshot,
+    detectors: &Detectors,
+    inputs: &BTreeMap<String, UnitInput>,
+    history: &mut BTreeMap<String, UserHistory>,
+) {
+    let now = snap.generated_at;
+    for u in &mut snap.units {
+        let h = history.entry(u.user.clone()).or_default();
+        let (warning, disconnect) = h.last_hour(now);
+        u.stall = StallInfo {
+            ongoing: detectors.ongoing(&u.user).cloned(),
+            recent: detectors.recent(&u.user).cloned().collect(),
+            last_hour_warning: warning,
+            last_hour_disconnect: disconnect,
+        };
+        if let Some((at, a)) = &h.last_action {
+            u.last_action = Some(a.clone());
+            u.last_action_at = Some(*at);
+        }
+        if let Some((at, o)) = &h.last_oom {
+            u.last_oom = Some(o.clone());
+            u.last_oom_at = Some(*at);
+        }
+        let candidate = inputs
+            .get(&u.user)
+            .and_then(|i| detectors.policy().candidate(i))
+            .map(|p| p.pid);
+        for p in &mut u.processes {
+            p.is_candidate = Some(p.pid) == candidate;
+        }
+    }
+}
