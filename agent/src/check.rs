@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use crate::cli::CheckArgs;
+use crate::sources::discovery::UnitMatcher;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -400,8 +401,8 @@ fn bpf() -> Item {
 }
 
 fn units(root: &Path, glob: &str) -> Item {
-    let matcher = match globset::Glob::new(glob) {
-        Ok(g) => g.compile_matcher(),
+    let matcher = match UnitMatcher::new(root, glob) {
+        Ok(m) => m,
         Err(e) => {
             return Item {
                 name: "units",
@@ -411,30 +412,14 @@ fn units(root: &Path, glob: &str) -> Item {
             }
         }
     };
-    let mut found = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                continue;
-            }
-            let name = e.file_name().to_string_lossy().into_owned();
-            if matcher.is_match(&name) {
-                found.push(name);
-            } else {
-                stack.push(e.path());
-            }
-        }
-    }
-    found.sort();
-    let shown: Vec<&str> = found.iter().take(5).map(String::as_str).collect();
+    let (found, _) = matcher.scan(root);
+    let mut names: Vec<String> = found.into_iter().map(|u| u.name).collect();
+    names.sort();
+    let shown: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
     Item {
         name: "units",
         status: Status::Ok,
-        detail: if found.is_empty() {
+        detail: if names.is_empty() {
             format!(
                 "no cgroup under {} matches {glob:?} yet (the agent runs and watches for them)",
                 root.display()
@@ -442,13 +427,9 @@ fn units(root: &Path, glob: &str) -> Item {
         } else {
             format!(
                 "{} match {glob:?}: {}{}",
-                found.len(),
+                names.len(),
                 shown.join(", "),
-                if found.len() > shown.len() {
-                    ", ..."
-                } else {
-                    ""
-                }
+                if names.len() > shown.len() { ", ..." } else { "" }
             )
         },
         fix: None,

@@ -51,11 +51,11 @@ pub fn main(args: TopArgs) -> anyhow::Result<ExitCode> {
     }
     let interval = Duration::from_secs_f64(args.interval.max(0.1));
     let source: Box<dyn SnapshotSource> = if args.standalone {
-        Box::new(Standalone {
-            cgroup_root: args.cgroup_root.clone(),
-            proc_root: args.proc_root.clone(),
-            unit_glob: args.unit_glob.clone(),
-        })
+        Box::new(Standalone::new(
+            &args.cgroup_root,
+            &args.proc_root,
+            &args.unit_glob,
+        )?)
     } else {
         // Never longer than a refresh: a wedged agent shows as "lost".
         let timeout = interval.clamp(Duration::from_millis(200), Duration::from_secs(2));

@@ -1,9 +1,14 @@
 //! Where `top` gets its snapshots: the agent's `/api/v1/snapshot` over HTTP,
-//! or (once the lead wires it to the collector) cgroupfs read directly.
+//! or (`--standalone`) cgroupfs and procfs read directly with the agent's readers.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::outputs::snapshot::Snapshot;
+use crate::model::state::Model;
+use crate::outputs::snapshot::{build, AgentInfo, Snapshot};
+use crate::sources::discovery::UnitMatcher;
+use crate::sources::sampler::Sampler;
 
 /// Why a fetch failed. Every variant is a normal, retryable condition for the
 /// live view: it shows a banner and tries again on the next tick.
@@ -15,8 +20,6 @@ pub enum SourceError {
     Status { addr: String, status: u16 },
     #[error("agent at {addr} sent a snapshot that does not parse: {reason}")]
     Decode { addr: String, reason: String },
-    #[error("standalone mode not wired yet")]
-    StandaloneNotWired,
 }
 
 /// Anything that can produce the current snapshot. Blocking: the live view
@@ -86,18 +89,60 @@ fn transport_reason(t: &ureq::Transport) -> String {
 /// `--standalone`: reads cgroupfs itself. Not wired to the collector yet; the
 /// lead replaces the body of `fetch` with a call into `sources`.
 pub struct Standalone {
-    pub cgroup_root: std::path::PathBuf,
-    pub proc_root: std::path::PathBuf,
-    pub unit_glob: String,
+    matcher: UnitMatcher,
+    sampler: Sampler,
+    model: Model,
+    started_at: f64,
+}
+
+impl Standalone {
+    /// Reads cgroupfs and procfs itself, with the agent's own readers; no
+    /// BPF figures and no detectors (it says so in the header).
+    pub fn new(cgroup_root: &Path, proc_root: &Path, unit_glob: &str) -> anyhow::Result<Self> {
+        Ok(Standalone {
+            matcher: UnitMatcher::new(cgroup_root, unit_glob)?,
+            sampler: Sampler::new(cgroup_root, proc_root),
+            model: Model::default(),
+            started_at: build::unix(SystemTime::now()),
+        })
+    }
 }
 
 impl SnapshotSource for Standalone {
     fn fetch(&mut self) -> Result<Snapshot, SourceError> {
-        Err(SourceError::StandaloneNotWired)
+        let now = Instant::now();
+        let (units, _) = self.matcher.scan(self.matcher.root());
+        let present: BTreeSet<PathBuf> = units.iter().map(|u| u.path.clone()).collect();
+        self.model.units.retain(|path, _| present.contains(path));
+        for u in units {
+            // The interval only schedules the agent's loop; here every
+            // fetch samples every unit.
+            self.model.add_unit(u.clone(), Duration::from_secs(1), now);
+            match self.sampler.sample_unit(&u) {
+                Some(sample) => self.model.update_unit(&u.path, sample, now),
+                None => {
+                    self.model.remove_unit(&u.path);
+                }
+            }
+        }
+        let host = self.sampler.sample_host();
+        self.model.update_host(host);
+        self.sampler.end_pass();
+        let agent = AgentInfo {
+            version: crate::VERSION.to_string(),
+            mode: "standalone".into(),
+            bpf_loaded: false,
+            bpf_error: Some("standalone: reads cgroupfs directly, no BPF".into()),
+            units_watched: self.model.units.len(),
+            sample_interval_ms: 0,
+            started_at: self.started_at,
+            from_agent: false,
+        };
+        Ok(build::snapshot(&self.model, agent))
     }
 
     fn describe(&self) -> String {
-        format!("standalone {}", self.cgroup_root.display())
+        format!("standalone {}", self.matcher.root().display())
     }
 }
 
@@ -173,13 +218,16 @@ mod tests {
     }
 
     #[test]
-    fn standalone_says_it_is_not_wired() {
-        let mut s = Standalone {
-            cgroup_root: "/sys/fs/cgroup".into(),
-            proc_root: "/proc".into(),
-            unit_glob: "t3-serve@*.service".into(),
-        };
-        let err = s.fetch().expect_err("not wired");
-        assert_eq!(err.to_string(), "standalone mode not wired yet");
+    fn standalone_reads_a_fake_tree() {
+        let tree = crate::testing::fake_tree::FakeCgroupTree::new();
+        tree.unit("alice");
+        let mut s = Standalone::new(&tree.root(), Path::new("/proc"), "t3-serve@*.service")
+            .expect("standalone");
+        let snap = s.fetch().expect("snapshot");
+        assert!(!snap.agent.from_agent);
+        assert!(!snap.agent.bpf_loaded);
+        assert_eq!(snap.units.len(), 1);
+        assert_eq!(snap.units[0].user, "alice");
+        assert!(snap.units[0].memory.current_bytes.is_some());
     }
 }
