@@ -2,3 +2,4 @@
 //! the durable event log.
 
 pub mod snapshot;
+pub mod systemd;
