@@ -10,7 +10,10 @@ fn deploy_config_parses_and_enforces() {
     let c = Config::from_toml(DEPLOY_CONFIG).expect("deploy/config.toml must parse and validate");
     assert_eq!(c.mode, Mode::Enforce, "the devvm runs enforce");
     assert_eq!(c.listen.port(), 9773, "scrape.yml targets :9773");
-    assert!(c.listen.ip().is_unspecified(), "the in-cluster Prometheus scrapes over the network");
+    assert!(
+        c.listen.ip().is_unspecified(),
+        "the in-cluster Prometheus scrapes over the network"
+    );
     assert!(!c.no_bpf);
 }
 

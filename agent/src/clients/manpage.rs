@@ -16,7 +16,7 @@ Configuration of \fBt3pressure run\fR (TOML; every flag of \fBrun\fR has a key o
 \fI/var/lib/t3pressure/\fR
 The event log (JSON Lines, rotated by size), read by \fBt3pressure events\fR.
 .TP
-\fI/lib/systemd/system/t3pressure.service\fR
+\fI/usr/lib/systemd/system/t3pressure.service\fR
 The service: Type=notify with a watchdog, Restart=always, OOMScoreAdjust=\-1000.
 .SH ENDPOINTS
 \fBt3pressure run\fR serves \fI/metrics\fR (Prometheus), \fI/healthz\fR and \fI/api/v1/snapshot\fR (JSON) on the listen address (default 127.0.0.1:9773).
