@@ -38,7 +38,7 @@ impl Notifier {
     /// only ours when WATCHDOG_PID is our pid).
     pub fn from_env() -> Notifier {
         let watchdog = sd_notify::watchdog_enabled().filter(|d| !d.is_zero());
-        Notifier::with_sink(watchdog, Box::new(|s| sd_notify::notify(s)))
+        Notifier::with_sink(watchdog, Box::new(sd_notify::notify))
     }
 
     /// A notifier with an explicit watchdog interval and sink (tests, or a
