@@ -30,6 +30,9 @@ pub enum Command {
     Events(EventsArgs),
     /// Report what this host supports: cgroup v2, PSI, BTF, BPF, permissions, units.
     Check(CheckArgs),
+    /// Print the t3pressure(1) man page (roff) to stdout; used by `cargo xtask deb`.
+    #[command(hide = true)]
+    Manpage,
 }
 
 /// Flags of `run`; each overrides the config file key of the same name.

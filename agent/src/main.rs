@@ -13,6 +13,10 @@ fn main() -> ExitCode {
         Command::Top(args) => t3pressure::clients::top::main(args),
         Command::Events(args) => t3pressure::clients::events::main(args),
         Command::Check(args) => t3pressure::check::main(args),
+        Command::Manpage => {
+            print!("{}", t3pressure::clients::manpage::render());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

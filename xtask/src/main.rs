@@ -4,7 +4,9 @@
 //! - `cargo xtask setup [--test]`: install what is missing to build (and test).
 //! - `cargo xtask run [ARGS...]`: setup, build, run the agent (`t3pressure run`).
 //! - `cargo xtask test`: setup, then the whole test suite (what `.ci/run` runs).
+//! - `cargo xtask deb`: the Debian package (binary, unit, config, man page).
 
+mod deb;
 mod setup;
 mod suite;
 mod util;
@@ -18,6 +20,8 @@ commands:
                      what the test suite needs); idempotent, fast when all is there
   run [ARGS...]      setup, build (release), and run `t3pressure run ARGS...` as root
   test [--no-vm]     setup --test, then fmt, clippy, unit, root/BPF, tmux and VM tests
+  deb [--skip-build] [-- ARGS]
+                     build target/debian/t3pressure_*.deb with cargo-deb (installed if missing)
 ";
 
 fn main() {
@@ -40,6 +44,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "setup" => setup::run(rest),
         "run" => suite::run_agent(rest),
         "test" => suite::test(rest),
+        "deb" => deb::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

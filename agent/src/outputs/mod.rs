@@ -6,3 +6,4 @@ pub mod http;
 pub mod log2_histogram;
 pub mod metrics;
 pub mod snapshot;
+pub mod systemd;
