@@ -429,7 +429,11 @@ fn units(root: &Path, glob: &str) -> Item {
                 "{} match {glob:?}: {}{}",
                 names.len(),
                 shown.join(", "),
-                if names.len() > shown.len() { ", ..." } else { "" }
+                if names.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
             )
         },
         fix: None,

@@ -126,7 +126,7 @@ pub enum MemoryLock {
     Failed { errno: i32 },
 }
 
-/// `mlockall(MCL_CURRENT | MCL_FUTURE)`. Near MemoryMax, or when the host is
+/// `mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)`. Near MemoryMax, or when the host is
 /// short of memory, the kernel reclaims file pages, including the agent's own
 /// code: the process meant to kill the runaway would then stall on refaults
 /// exactly when it is needed. Locking keeps its code, heap and stacks resident
@@ -134,18 +134,20 @@ pub enum MemoryLock {
 /// cause (needs CAP_IPC_LOCK or `LimitMEMLOCK=infinity`; the shipped unit has
 /// both).
 ///
-/// Call it early in `run`, before spawning threads: MCL_FUTURE also locks
-/// every later mapping, so keep thread stacks and pools modest.
+/// MCL_ONFAULT (Linux 4.4) locks pages as they are touched instead of
+/// populating every mapping up front: thread stacks and malloc arenas would
+/// otherwise become fully resident (2 MiB per thread), while everything the
+/// agent actually runs stays locked once it ran.
 pub fn lock_memory() -> MemoryLock {
-    // SAFETY: mlockall takes two flags and touches no memory of ours.
-    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    // SAFETY: mlockall takes flags and touches no memory of ours.
+    let rc = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT) };
     if rc == 0 {
         let locked_bytes = std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| parse_vm_lck(&s));
         tracing::info!(
             locked_bytes,
-            "memory locked (mlockall MCL_CURRENT|MCL_FUTURE)"
+            "memory locked (mlockall MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT)"
         );
         return MemoryLock::Locked { locked_bytes };
     }

@@ -28,6 +28,7 @@ use crate::outputs::eventlog::EventLog;
 use crate::outputs::http::{self, HttpState};
 use crate::outputs::metrics::Metrics;
 use crate::outputs::snapshot::{build, AgentInfo};
+use crate::outputs::systemd::Notifier;
 use crate::sources::discovery::{self, Change};
 use crate::sources::sampler::Sampler;
 
@@ -42,8 +43,12 @@ pub fn main(args: crate::cli::RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing();
+    // Before any thread exists, so every later mapping is covered too.
+    crate::outputs::systemd::lock_memory();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(4)
+        .thread_stack_size(512 * 1024)
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
@@ -181,6 +186,7 @@ pub async fn run(
         http: http_state,
         agent,
         interval: config.sample_interval(),
+        notifier: Notifier::from_env(),
         host_due: Instant::now(),
         last_host_pass: None,
     };
@@ -265,6 +271,8 @@ fn is_cgroup2_mount(path: &std::path::Path) -> bool {
 
 struct Loop {
     model: Model,
+    /// READY=1 after the first pass, WATCHDOG=1 from every pass.
+    notifier: Notifier,
     detectors: Detectors,
     events: Option<EventLog>,
     history: BTreeMap<String, detect::UserHistory>,
@@ -296,6 +304,16 @@ impl Loop {
             tracing::info!("watching {} units", self.model.units.len());
         }
         tokio::pin!(shutdown);
+        self.pass().await;
+        self.notifier.ready(&format!(
+            "watching {} units, {}",
+            self.model.units.len(),
+            if self.agent.bpf_loaded {
+                "BPF on"
+            } else {
+                "BPF off (PSI only)"
+            }
+        ));
         loop {
             let next = self
                 .model
@@ -320,7 +338,9 @@ impl Loop {
                 _ = tokio::time::sleep_until(next.into()) => {}
             }
             self.pass().await;
+            self.notifier.tick();
         }
+        self.notifier.stopping();
     }
 
     fn apply(&mut self, c: Change) {
