@@ -171,7 +171,10 @@ fn agent_kills_the_runaway_before_95_percent() {
     std::thread::sleep(Duration::from_millis(300));
     let mut serve = serve;
     let mut sibling = sibling;
-    assert!(serve.0.try_wait().expect("try_wait").is_none(), "serve lives");
+    assert!(
+        serve.0.try_wait().expect("try_wait").is_none(),
+        "serve lives"
+    );
     assert!(
         sibling.0.try_wait().expect("try_wait").is_none(),
         "sibling lives"

@@ -191,7 +191,7 @@ pub fn read_all(dir: &Path) -> Result<ReadResult, EventLogError> {
             rotated.push((n, entry.path()));
         }
     }
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut paths: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     paths.push(file_path(dir, 0));
     for path in paths {
