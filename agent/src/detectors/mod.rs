@@ -10,7 +10,9 @@
 //! }
 //! next_due[unit] = now + detectors.sample_interval_for(&tick.runaway);
 //! // on a stopped unit:   detectors.unit_removed(user, now_unix)
-//! // for the snapshot:    detectors.ongoing(user), detectors.recent(user)
+//! // for the snapshot:    detectors.stall_info(user, now_unix)  (ongoing, recent, last hour)
+// PSI shares:          stall::PsiShares::between(&prev_sample, &cur_sample)
+// snapshot is_candidate: detectors.policy().candidate(&unit_input)
 //! ```
 
 pub mod runaway;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use crate::actions::killer::Killer;
 use crate::config::{Config, Mode};
 use crate::model::event::{ActionKind, Class, EventBody, StallWindow, WindowSource};
+use crate::outputs::snapshot::StallInfo;
 
 use runaway::{pick_culprit, HostInput, RunawayPolicy, UnitInput};
 use stall::{StallDetector, StallTick};
@@ -52,6 +55,8 @@ pub struct Detectors {
     stall: BTreeMap<String, StallDetector>,
     ongoing: BTreeMap<String, StallWindow>,
     recent: BTreeMap<String, VecDeque<StallWindow>>,
+    /// End times and classes of warning/disconnect windows, last hour.
+    hour: BTreeMap<String, VecDeque<(f64, Class)>>,
     policy: RunawayPolicy,
     killer: Box<dyn Killer>,
 }
@@ -71,6 +76,7 @@ impl Detectors {
             stall: BTreeMap::new(),
             ongoing: BTreeMap::new(),
             recent: BTreeMap::new(),
+            hour: BTreeMap::new(),
             policy: RunawayPolicy::new(config),
             killer,
         }
@@ -136,6 +142,10 @@ impl Detectors {
         if w.class != Class::Short {
             tracing::warn!(user = %w.user, class = w.class.as_str(), cause = w.cause.as_str(), "serve stall window of {:.1} s", w.duration_s);
         }
+        if w.class != Class::Short {
+            let hour = self.hour.entry(w.user.clone()).or_default();
+            hour.push_back((w.end.unwrap_or(w.start + w.duration_s), w.class));
+        }
         let recent = self.recent.entry(w.user.clone()).or_default();
         recent.push_front(w.clone());
         recent.truncate(RECENT_WINDOWS);
@@ -169,7 +179,31 @@ impl Detectors {
             self.push_closed(w, &mut events);
         }
         self.recent.remove(user);
+        self.hour.remove(user);
         events
+    }
+
+    /// The snapshot's stall part for a user: ongoing window, recent ones,
+    /// warning/disconnect counts of the last hour before `now`.
+    pub fn stall_info(&mut self, user: &str, now: f64) -> StallInfo {
+        let mut info = StallInfo {
+            ongoing: self.ongoing.get(user).cloned(),
+            recent: self.recent(user).cloned().collect(),
+            ..Default::default()
+        };
+        if let Some(hour) = self.hour.get_mut(user) {
+            while hour.front().is_some_and(|(end, _)| now - end > 3600.0) {
+                hour.pop_front();
+            }
+            for (_, class) in hour.iter() {
+                match class {
+                    Class::Warning => info.last_hour_warning += 1,
+                    Class::Disconnect => info.last_hour_disconnect += 1,
+                    Class::Short => {}
+                }
+            }
+        }
+        info
     }
 
     /// The ongoing window of a user, its duration so far
