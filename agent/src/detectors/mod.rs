@@ -22,7 +22,7 @@ pub mod stall;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::actions::killer::Killer;
+use crate::actions::killer::{is_cgroup2, KillTarget, Killer};
 use crate::config::{Config, Mode};
 use crate::model::event::{ActionKind, Class, EventBody, StallWindow, WindowSource};
 use crate::outputs::snapshot::StallInfo;
@@ -59,6 +59,9 @@ pub struct Detectors {
     hour: BTreeMap<String, VecDeque<(f64, Class)>>,
     policy: RunawayPolicy,
     killer: Box<dyn Killer>,
+    /// Re-check `/proc/PID/cgroup` before killing: only meaningful when the
+    /// cgroup root is a real cgroup2 mount (not a test's fake tree).
+    check_cgroup: bool,
 }
 
 impl Detectors {
@@ -79,6 +82,7 @@ impl Detectors {
             hour: BTreeMap::new(),
             policy: RunawayPolicy::new(config),
             killer,
+            check_cgroup: is_cgroup2(&config.cgroup_root),
         }
     }
 
@@ -155,7 +159,7 @@ impl Detectors {
     fn act(&self, d: &runaway::Decision) -> crate::model::event::RunawayAction {
         let (kind, error) = match self.mode {
             Mode::Observe => (ActionKind::Observed, None),
-            Mode::Enforce => match self.killer.kill(&d.kill_target()) {
+            Mode::Enforce => match self.killer.kill(&self.kill_target(d)) {
                 Ok(()) => (ActionKind::Killed, None),
                 Err(e) => (ActionKind::Failed, Some(e.to_string())),
             },
@@ -167,6 +171,14 @@ impl Detectors {
             memory_max = ?a.memory_max, error = ?a.error, "runaway process"
         );
         a
+    }
+
+    fn kill_target(&self, d: &runaway::Decision) -> KillTarget {
+        let mut t = d.kill_target();
+        if !self.check_cgroup {
+            t.cgroup = None;
+        }
+        t
     }
 
     /// A unit stopped: closes its window (logged if long enough) and
