@@ -31,9 +31,8 @@ pub fn main(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.state_dir;
     if !dir.is_dir() {
         anyhow::bail!(
-            "state directory {} does not exist: is the agent running with --state-dir {}? \
-             (point --state-dir at the agent's)",
-            dir.display(),
+            "state directory {} does not exist: the agent writes its event log to its \
+             --state-dir (default /var/lib/t3pressure); pass the same --state-dir here",
             dir.display()
         );
     }

@@ -10,7 +10,9 @@
 //! }
 //! next_due[unit] = now + detectors.sample_interval_for(&tick.runaway);
 //! // on a stopped unit:   detectors.unit_removed(user, now_unix)
-//! // for the snapshot:    detectors.ongoing(user), detectors.recent(user)
+//! // for the snapshot:    detectors.stall_info(user, now_unix)  (ongoing, recent, last hour)
+// PSI shares:          stall::PsiShares::between(&prev_sample, &cur_sample)
+// snapshot is_candidate: detectors.policy().candidate(&unit_input)
 //! ```
 
 pub mod runaway;
@@ -19,9 +21,10 @@ pub mod stall;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::actions::killer::Killer;
+use crate::actions::killer::{is_cgroup2, KillTarget, Killer};
 use crate::config::{Config, Mode};
 use crate::model::event::{ActionKind, Class, EventBody, StallWindow, WindowSource};
+use crate::outputs::snapshot::StallInfo;
 
 use runaway::{pick_culprit, HostInput, RunawayPolicy, UnitInput};
 use stall::{StallDetector, StallTick};
@@ -51,8 +54,13 @@ pub struct Detectors {
     stall: BTreeMap<String, StallDetector>,
     ongoing: BTreeMap<String, StallWindow>,
     recent: BTreeMap<String, VecDeque<StallWindow>>,
+    /// End times and classes of warning/disconnect windows, last hour.
+    hour: BTreeMap<String, VecDeque<(f64, Class)>>,
     policy: RunawayPolicy,
     killer: Box<dyn Killer>,
+    /// Re-check `/proc/PID/cgroup` before killing: only meaningful when the
+    /// cgroup root is a real cgroup2 mount (not a test's fake tree).
+    check_cgroup: bool,
 }
 
 impl Detectors {
@@ -70,8 +78,10 @@ impl Detectors {
             stall: BTreeMap::new(),
             ongoing: BTreeMap::new(),
             recent: BTreeMap::new(),
+            hour: BTreeMap::new(),
             policy: RunawayPolicy::new(config),
             killer,
+            check_cgroup: is_cgroup2(&config.cgroup_root),
         }
     }
 
@@ -135,6 +145,10 @@ impl Detectors {
         if w.class != Class::Short {
             tracing::warn!(user = %w.user, class = w.class.as_str(), cause = w.cause.as_str(), "serve stall window of {:.1} s", w.duration_s);
         }
+        if w.class != Class::Short {
+            let hour = self.hour.entry(w.user.clone()).or_default();
+            hour.push_back((w.end.unwrap_or(w.start + w.duration_s), w.class));
+        }
         let recent = self.recent.entry(w.user.clone()).or_default();
         recent.push_front(w.clone());
         recent.truncate(RECENT_WINDOWS);
@@ -144,7 +158,7 @@ impl Detectors {
     fn act(&self, d: &runaway::Decision) -> crate::model::event::RunawayAction {
         let (kind, error) = match self.mode {
             Mode::Observe => (ActionKind::Observed, None),
-            Mode::Enforce => match self.killer.kill(&d.kill_target()) {
+            Mode::Enforce => match self.killer.kill(&self.kill_target(d)) {
                 Ok(()) => (ActionKind::Killed, None),
                 Err(e) => (ActionKind::Failed, Some(e.to_string())),
             },
@@ -158,6 +172,14 @@ impl Detectors {
         a
     }
 
+    fn kill_target(&self, d: &runaway::Decision) -> KillTarget {
+        let mut t = d.kill_target();
+        if !self.check_cgroup {
+            t.cgroup = None;
+        }
+        t
+    }
+
     /// A unit stopped: closes its window (logged if long enough) and
     /// forgets its state.
     pub fn unit_removed(&mut self, user: &str, now: f64) -> Vec<EventBody> {
@@ -168,7 +190,31 @@ impl Detectors {
             self.push_closed(w, &mut events);
         }
         self.recent.remove(user);
+        self.hour.remove(user);
         events
+    }
+
+    /// The snapshot's stall part for a user: ongoing window, recent ones,
+    /// warning/disconnect counts of the last hour before `now`.
+    pub fn stall_info(&mut self, user: &str, now: f64) -> StallInfo {
+        let mut info = StallInfo {
+            ongoing: self.ongoing.get(user).cloned(),
+            recent: self.recent(user).cloned().collect(),
+            ..Default::default()
+        };
+        if let Some(hour) = self.hour.get_mut(user) {
+            while hour.front().is_some_and(|(end, _)| now - end > 3600.0) {
+                hour.pop_front();
+            }
+            for (_, class) in hour.iter() {
+                match class {
+                    Class::Warning => info.last_hour_warning += 1,
+                    Class::Disconnect => info.last_hour_disconnect += 1,
+                    Class::Short => {}
+                }
+            }
+        }
+        info
     }
 
     /// The ongoing window of a user, its duration so far

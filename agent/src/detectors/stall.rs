@@ -12,6 +12,7 @@
 //! drive it with a fake clock.
 
 use crate::model::event::{Cause, Class, Culprit, StallWindow, WindowSource};
+use crate::model::sample::{PsiLine, UnitSample};
 
 /// Gaps between episodes shorter than this are part of the window.
 pub const MERGE_GAP_S: f64 = 0.100;
@@ -33,6 +34,39 @@ pub struct PsiShares {
 }
 
 impl PsiShares {
+    /// Shares between two samples of a unit: delta of each PSI `total`
+    /// (microseconds) over the elapsed monotonic time, clamped to 0..1.
+    /// `None` without memory pressure figures or elapsed time; a missing io
+    /// or cpu file counts as no stall.
+    pub fn between(prev: &UnitSample, cur: &UnitSample) -> Option<PsiShares> {
+        let elapsed = cur.at.checked_duration_since(prev.at)?.as_secs_f64();
+        if elapsed <= 0.0 {
+            return None;
+        }
+        let share = |p: Option<&PsiLine>, c: Option<&PsiLine>| match (p, c) {
+            (Some(p), Some(c)) => {
+                (c.total_us.saturating_sub(p.total_us) as f64 / 1e6 / elapsed).clamp(0.0, 1.0)
+            }
+            _ => 0.0,
+        };
+        let (pm, cm) = (
+            prev.memory_pressure.as_ref()?,
+            cur.memory_pressure.as_ref()?,
+        );
+        let (pi, ci) = (prev.io_pressure.as_ref(), cur.io_pressure.as_ref());
+        let (pc, cc) = (prev.cpu_pressure.as_ref(), cur.cpu_pressure.as_ref());
+        Some(PsiShares {
+            memory_some: share(Some(&pm.some), Some(&cm.some)),
+            memory_full: share(pm.full.as_ref(), cm.full.as_ref()),
+            io_some: share(pi.map(|p| &p.some), ci.map(|c| &c.some)),
+            io_full: share(
+                pi.and_then(|p| p.full.as_ref()),
+                ci.and_then(|c| c.full.as_ref()),
+            ),
+            cpu_some: share(pc.map(|p| &p.some), cc.map(|c| &c.some)),
+        })
+    }
+
     fn stalled(&self) -> bool {
         self.memory_full >= STALLED_SHARE
             || self.io_full >= STALLED_SHARE
@@ -71,6 +105,14 @@ pub struct Episode {
     pub start: f64,
     /// Unix seconds; `None` while the thread is still waiting.
     pub end: Option<f64>,
+}
+
+/// Episodes are matched by kind and start; the start of an ongoing episode
+/// may jitter by microseconds when converted from the kernel's clock.
+const EPISODE_MATCH_S: f64 = 0.001;
+
+fn same_episode(a: &Episode, b: &Episode) -> bool {
+    a.kind == b.kind && (a.start - b.start).abs() < EPISODE_MATCH_S
 }
 
 /// Input of one tick.
@@ -253,12 +295,23 @@ impl StallDetector {
     fn feed_episodes(&mut self, tick: &StallTick<'_>, out: &mut StallOutput) {
         let mut eps: Vec<Episode> = tick.episodes.to_vec();
         eps.sort_by(|a, b| a.start.total_cmp(&b.start));
+        // An ongoing episode is re-sent every tick while it lasts: one that
+        // was not re-sent (nor closed) ended unseen since the last tick.
+        if let (Some(b), Some(last)) = (self.current.as_mut(), self.last_now) {
+            for k in b.episodes.iter_mut().filter(|k| k.end.is_none()) {
+                if !eps.iter().any(|e| same_episode(e, k)) {
+                    k.end = Some(last.max(k.start));
+                }
+            }
+        }
         for e in eps {
             let e_end = e.end.unwrap_or(tick.now).max(e.start);
-            let merge = self
-                .current
-                .as_ref()
-                .is_some_and(|b| b.open || e.start - b.end < MERGE_GAP_S);
+            let merge = self.current.as_ref().is_some_and(|b| {
+                b.episodes
+                    .iter()
+                    .any(|k| k.end.is_none() || same_episode(k, &e))
+                    || e.start - b.end < MERGE_GAP_S
+            });
             if !merge {
                 if let Some(b) = self.current.take() {
                     out.closed.push(self.window(&b, b.end, true));
@@ -268,23 +321,23 @@ impl StallDetector {
             let Some(b) = self.current.as_mut() else {
                 continue;
             };
-            b.start = b.start.min(e.start);
-            b.end = b.end.max(e_end);
-            match b
-                .episodes
-                .iter_mut()
-                .find(|k| k.kind == e.kind && k.start == e.start)
-            {
+            match b.episodes.iter_mut().find(|k| same_episode(k, &e)) {
                 Some(k) => k.end = e.end,
                 None => b.episodes.push(e),
             }
+            b.start = b.start.min(e.start);
+            b.end = b.end.max(e_end);
         }
-        // Open while any episode of the window is still in progress.
+        // Open while any episode of the window is still in progress; the
+        // end is the latest known instant of no progress.
         if let Some(b) = self.current.as_mut() {
             b.open = b.episodes.iter().any(|e| e.end.is_none());
-            if b.open {
-                b.end = b.end.max(tick.now);
-            }
+            let latest = b
+                .episodes
+                .iter()
+                .map(|e| e.end.unwrap_or(tick.now).max(e.start))
+                .fold(b.start, f64::max);
+            b.end = latest;
         }
         let stale = self
             .current

@@ -295,3 +295,56 @@ fn empty_and_odd_input_does_not_panic() {
     assert!(out.ongoing.is_none());
     assert!(d.finish(2.0).is_none());
 }
+
+#[test]
+fn ongoing_episode_not_resent_ends_at_the_last_tick() {
+    let mut d = bpf();
+    // Start jitters by microseconds between ticks: still the same episode.
+    d.on_tick(&tick(11.0, &[ep(EpisodeKind::Blocked, 10.0, None)]));
+    d.on_tick(&tick(12.0, &[ep(EpisodeKind::Blocked, 10.000_004, None)]));
+    let out = d.on_tick(&tick(13.0, &[]));
+    assert_eq!(out.closed.len(), 1, "not open forever");
+    let w = &out.closed[0];
+    assert_eq!(w.end, Some(12.0));
+    assert!((w.blocked_s.expect("split") - 2.0).abs() < 1e-9, "{w:?}");
+}
+
+#[test]
+fn closed_report_of_an_ongoing_episode_shortens_the_window() {
+    let mut d = bpf();
+    d.on_tick(&tick(11.0, &[ep(EpisodeKind::Blocked, 10.0, None)]));
+    let out = d.on_tick(&tick(12.0, &[ep(EpisodeKind::Blocked, 10.0, Some(11.5))]));
+    assert!(out.ongoing.is_none() && out.closed.len() == 1);
+    assert_eq!(out.closed[0].duration_s, 1.5);
+}
+
+#[test]
+fn shares_between_two_samples() {
+    use crate::model::sample::{Psi, PsiLine};
+    use std::time::{Duration, Instant, SystemTime};
+    let t0 = Instant::now();
+    let psi = |some: u64, full: u64| Psi {
+        some: PsiLine {
+            total_us: some,
+            ..Default::default()
+        },
+        full: Some(PsiLine {
+            total_us: full,
+            ..Default::default()
+        }),
+    };
+    let mut a = UnitSample::empty(t0, SystemTime::now());
+    a.memory_pressure = Some(psi(1_000_000, 500_000));
+    a.cpu_pressure = Some(psi(0, 0));
+    let mut b = UnitSample::empty(t0 + Duration::from_millis(500), SystemTime::now());
+    b.memory_pressure = Some(psi(1_400_000, 800_000));
+    b.cpu_pressure = Some(psi(900_000, 0));
+    let s = PsiShares::between(&a, &b).expect("shares");
+    assert!((s.memory_some - 0.8).abs() < 1e-9);
+    assert!((s.memory_full - 0.6).abs() < 1e-9);
+    assert_eq!(s.io_full, 0.0, "no io file");
+    assert_eq!(s.cpu_some, 1.0, "clamped");
+    assert!(PsiShares::between(&b, &a).is_none(), "time went backwards");
+    b.memory_pressure = None;
+    assert!(PsiShares::between(&a, &b).is_none());
+}

@@ -140,6 +140,27 @@ fn stall_events_start_record_window_and_removal() {
 }
 
 #[test]
+fn stall_info_counts_the_last_hour() {
+    let (mut d, _k) = detectors(Mode::Observe, true, RecordingKiller::default());
+    for (start, len) in [(0.0, 12.0), (100.0, 25.0), (200.0, 3.0)] {
+        let e = [Episode {
+            kind: EpisodeKind::Blocked,
+            start,
+            end: Some(start + len),
+        }];
+        let mut t = tick(unit(start + len + 1.0, GIB / 4, 0.0));
+        t.stall.episodes = &e;
+        d.on_tick(start + len + 1.0, &[t], None);
+    }
+    let info = d.stall_info("alice", 300.0);
+    assert_eq!((info.last_hour_warning, info.last_hour_disconnect), (1, 1));
+    assert_eq!(info.recent.len(), 3, "short ones >= 1 s are listed");
+    assert_eq!(info.recent[0].start, 200.0, "newest first");
+    let info = d.stall_info("alice", 3613.0);
+    assert_eq!((info.last_hour_warning, info.last_hour_disconnect), (0, 1));
+}
+
+#[test]
 fn short_windows_are_not_events_but_long_ones_are_kept() {
     let (mut d, _k) = detectors(Mode::Observe, true, RecordingKiller::default());
     let eps = [

@@ -2,15 +2,15 @@
 //! detector and the runaway policy take, built from a unit's state, and what
 //! the detectors add to the snapshot.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use crate::detectors::runaway::{HostInput, ProcInput, UnitInput};
 use crate::detectors::stall::PsiShares;
 use crate::detectors::Detectors;
-use crate::model::event::{Class, OomKill, RunawayAction};
+use crate::model::event::{OomKill, RunawayAction};
 use crate::model::rates::PressureShares;
 use crate::model::state::{HostState, UnitState};
-use crate::outputs::snapshot::{Snapshot, StallInfo};
+use crate::outputs::snapshot::Snapshot;
 
 /// A flat view of the unit's shares; a resource without PSI counts as 0.
 pub fn stall_shares(p: &PressureShares) -> Option<PsiShares> {
@@ -55,30 +55,11 @@ pub fn host_input(h: &HostState) -> HostInput {
 }
 
 /// What the run loop remembers per user for the snapshot besides the
-/// detectors' own state: the last action and OOM kill, and the classed
-/// windows of the last hour.
+/// detectors' own state: the last action and OOM kill.
 #[derive(Debug, Default)]
 pub struct UserHistory {
     pub last_action: Option<(f64, RunawayAction)>,
     pub last_oom: Option<(f64, OomKill)>,
-    /// (end time, class) of warning/disconnect windows, oldest first.
-    pub classed: VecDeque<(f64, Class)>,
-}
-
-impl UserHistory {
-    pub fn window_closed(&mut self, end: f64, class: Class) {
-        if class != Class::Short {
-            self.classed.push_back((end, class));
-        }
-    }
-
-    fn last_hour(&mut self, now: f64) -> (u32, u32) {
-        while self.classed.front().is_some_and(|(t, _)| *t < now - 3600.0) {
-            self.classed.pop_front();
-        }
-        let count = |c: Class| self.classed.iter().filter(|(_, k)| *k == c).count() as u32;
-        (count(Class::Warning), count(Class::Disconnect))
-    }
 }
 
 /// Fills the detector-owned parts of the snapshot: stall windows, the
@@ -86,19 +67,15 @@ impl UserHistory {
 /// OOM kill.
 pub fn annotate(
     snap: &mut Snapshot,
-    detectors: &Detectors,
+    detectors: &mut Detectors,
     inputs: &BTreeMap<String, UnitInput>,
-    history: &mut BTreeMap<String, UserHistory>,
+    history: &BTreeMap<String, UserHistory>,
 ) {
     let now = snap.generated_at;
     for u in &mut snap.units {
-        let h = history.entry(u.user.clone()).or_default();
-        let (warning, disconnect) = h.last_hour(now);
-        u.stall = StallInfo {
-            ongoing: detectors.ongoing(&u.user).cloned(),
-            recent: detectors.recent(&u.user).cloned().collect(),
-            last_hour_warning: warning,
-            last_hour_disconnect: disconnect,
+        u.stall = detectors.stall_info(&u.user, now);
+        let Some(h) = history.get(&u.user) else {
+            continue;
         };
         if let Some((at, a)) = &h.last_action {
             u.last_action = Some(a.clone());

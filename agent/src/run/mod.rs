@@ -132,8 +132,7 @@ pub async fn run(
             None
         }
     };
-    let killer = PidfdKiller::new(&config.proc_root)
-        .with_cgroup_check(is_cgroup2_mount(&config.cgroup_root));
+    let killer = PidfdKiller::new(&config.proc_root);
     let detectors = Detectors::new(&config, bpf_error.is_none(), Box::new(killer));
     append(
         &mut events,
@@ -223,50 +222,6 @@ fn append(log: &mut Option<EventLog>, body: EventBody) {
             tracing::info!(event = %serde_json::to_string(&event).unwrap_or_default(), "event (no event log)")
         }
     }
-}
-
-/// True when `path` is a cgroup2 mount: then a process's `/proc/PID/cgroup`
-/// path is relative to it and the killer can re-check it. A fake tree
-/// (tests) is not, and the re-check relies on the start time alone.
-fn is_cgroup2_mount(path: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `c` is a valid NUL-terminated path and `st` is writable
-    // memory of the right size; statfs fills it on success.
-    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return false;
-    }
-    // SAFETY: statfs returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    #[expect(
-        clippy::unnecessary_cast,
-        reason = "f_type is i64 or u32 by libc target"
-    )]
-    let magic = st.f_type as i64;
-    let is_mount = magic == CGROUP2_SUPER_MAGIC
-        && path
-            .parent()
-            .map(|p| {
-                std::fs::metadata(p)
-                    .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-                    .ok()
-                    != std::fs::metadata(path)
-                        .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-                        .ok()
-            })
-            .unwrap_or(true);
-    if !is_mount {
-        tracing::info!(
-            "{} is not a cgroup2 mount point: kills re-check a process by its start time only",
-            path.display()
-        );
-    }
-    is_mount
 }
 
 struct Loop {
@@ -465,9 +420,9 @@ impl Loop {
         let mut snapshot = build::snapshot(&self.model, self.agent.clone());
         detect::annotate(
             &mut snapshot,
-            &self.detectors,
+            &mut self.detectors,
             &self.inputs,
-            &mut self.history,
+            &self.history,
         );
         self.http.publish(self.metrics.render(), snapshot);
     }
@@ -525,10 +480,6 @@ impl Loop {
             EventBody::StallWindow(w) => {
                 self.metrics
                     .record_stall_window(&w.user, w.class, w.cause, w.duration_s);
-                self.history
-                    .entry(w.user.clone())
-                    .or_default()
-                    .window_closed(w.end.unwrap_or(wall), w.class);
             }
             EventBody::Runaway(a) => {
                 self.metrics.inc_runaway_action(&a.user, a.action.as_str());
