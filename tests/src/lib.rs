@@ -1,1 +1,4 @@
 //! Helpers for the integration tests that need root, BPF, tmux or a VM.
+
+pub mod cgroup;
+pub mod env;

@@ -1,2 +1,3 @@
 //! Sources: typed, stateless reads of cgroupfs and procfs, unit discovery,
 //! and the eBPF programs' feeds.
+pub mod bpf;
