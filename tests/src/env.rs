@@ -30,3 +30,28 @@ static SERIAL: Mutex<()> = Mutex::new(());
 pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Drives the BPF event stream for `dur` on a current-thread runtime and
+/// returns what arrived.
+pub fn collect_events(
+    rt: &tokio::runtime::Runtime,
+    rx: &mut tokio::sync::mpsc::Receiver<t3pressure::sources::bpf::BpfEvent>,
+    dur: std::time::Duration,
+) -> Vec<t3pressure::sources::bpf::BpfEvent> {
+    rt.block_on(async {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + dur;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+            out.push(ev);
+        }
+        out
+    })
+}
+
+/// A current-thread tokio runtime for the tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
