@@ -112,11 +112,15 @@ fn main() {
                 let child = libc::fork();
                 let mut byte = [0u8; 1];
                 if child == 0 {
+                    libc::close(a[1]);
+                    libc::close(b[0]);
                     while libc::read(a[0], byte.as_mut_ptr().cast(), 1) == 1 {
                         libc::write(b[1], byte.as_ptr().cast(), 1);
                     }
                     libc::_exit(0);
                 }
+                libc::close(a[0]);
+                libc::close(b[1]);
                 let mut n = 0u64;
                 while Instant::now() < end {
                     libc::write(a[1], byte.as_ptr().cast(), 1);

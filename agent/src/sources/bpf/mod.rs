@@ -151,6 +151,16 @@ pub struct BpfStats {
     pub ooms: u64,
 }
 
+/// One program's accumulated run time and run count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: String,
+    /// Kernel program id (as `bpftool prog show` lists it).
+    pub id: u32,
+    pub run_time: Duration,
+    pub run_count: u64,
+}
+
 /// The loaded and attached programs and their maps.
 pub struct Bpf {
     /// Keeps the programs and their links alive.
@@ -359,6 +369,23 @@ impl Bpf {
             }
         }
         Some(h)
+    }
+
+    /// Run-time statistics of the loaded programs (non-zero only while
+    /// `kernel.bpf_stats_enabled` is 1), for benchmarks and debugging.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some(ProgramStats {
+                    name: name.to_string(),
+                    id: info.id(),
+                    run_time: info.run_time(),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
     }
 
     /// Kernel-side counters summed over CPUs.
