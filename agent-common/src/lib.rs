@@ -16,8 +16,8 @@ pub const MAX_LEVELS: usize = 4;
 /// Bound of the watched-units map.
 pub const MAX_UNITS: u32 = 1024;
 
-/// Bound of the per-task map (off-CPU tasks of watched units).
-pub const MAX_TASKS: u32 = 65536;
+/// Bound of the per-task map (tasks of watched units).
+pub const MAX_TASKS: u32 = 32768;
 
 /// Episode kind: runnable but not running (preempted, throttled, or woken
 /// and waiting for a CPU).
@@ -27,6 +27,8 @@ pub const KIND_BLOCKED: u32 = 2;
 /// Per-task state only (never an episode): sleeping interruptibly; the
 /// wakeup turns it into a run-queue wait.
 pub const KIND_SLEEPING: u32 = 3;
+/// Per-task state only: on a CPU.
+pub const KIND_RUNNING: u32 = 0;
 
 /// Indexes of the `STATS` per-CPU counters.
 pub const STAT_TASKS_FULL: u32 = 0;
@@ -45,9 +47,10 @@ pub struct Levels {
     pub levels: [u32; MAX_LEVELS],
 }
 
-/// One watched task that is off CPU: what it is waiting for and since when.
-/// Key: the task id (kernel pid). Userspace iterates these for episodes
-/// still in progress.
+/// One task of a watched unit: what it is doing or waiting for and since
+/// when. Key: the address of its `task_struct` (what the BTF tracepoints
+/// hand over, so no read of the pid is needed). Userspace iterates these
+/// for episodes still in progress.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskState {
@@ -55,10 +58,13 @@ pub struct TaskState {
     pub start_ns: u64,
     /// Cgroup id of the watched unit the task belongs to.
     pub unit_cgroup_id: u64,
-    /// Thread group id (userspace pid) of the task.
+    /// Task id (kernel pid); 0 until a new task first leaves a CPU.
+    pub tid: u32,
+    /// Thread group id (userspace pid), 0 while `tid` is.
     pub tgid: u32,
-    /// `KIND_RUNQUEUE`, `KIND_BLOCKED` or `KIND_SLEEPING`.
+    /// `KIND_RUNNING`, `KIND_RUNQUEUE`, `KIND_BLOCKED` or `KIND_SLEEPING`.
     pub kind: u32,
+    pub _pad: u32,
 }
 
 /// A finished episode at least as long as the threshold.
@@ -74,7 +80,6 @@ pub struct EpisodeEvent {
     /// `KIND_RUNQUEUE` or `KIND_BLOCKED`.
     pub kind: u32,
     pub _pad: u32,
-    pub comm: [u8; 16],
 }
 
 /// One `oom:mark_victim`.
@@ -128,12 +133,6 @@ pub fn hist_bucket(ns: u64) -> usize {
 /// Names of the globals (`.rodata`) userspace sets before loading.
 pub mod globals {
     pub const EPISODE_THRESHOLD_NS: &str = "EPISODE_THRESHOLD_NS";
-    pub const SWITCH_PREV_STATE: &str = "SWITCH_PREV_STATE";
-    pub const SWITCH_NEXT_PID: &str = "SWITCH_NEXT_PID";
-    pub const SWITCH_NEXT_COMM: &str = "SWITCH_NEXT_COMM";
-    pub const WAKEUP_PID: &str = "WAKEUP_PID";
-    pub const WAKEUP_COMM: &str = "WAKEUP_COMM";
-    pub const WAKEUP_NEW_PID: &str = "WAKEUP_NEW_PID";
     pub const OOM_PID: &str = "OOM_PID";
     pub const OOM_COMM: &str = "OOM_COMM";
     pub const OOM_TOTAL_VM: &str = "OOM_TOTAL_VM";

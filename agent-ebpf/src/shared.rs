@@ -17,13 +17,13 @@ pub static WATCHED: HashMap<u64, u32> = HashMap::with_max_entries(MAX_UNITS, 0);
 #[map]
 pub static LEVELS: Array<Levels> = Array::with_max_entries(1, 0);
 
-/// Tid -> state of a watched task that is off CPU. An entry is created when
-/// the task is switched out (then it is `current`, so its cgroup can be
-/// checked) and removed when it is switched in again, so the map only holds
-/// off-CPU tasks and an exiting task (switched out as zombie/dead) leaves
-/// nothing behind.
+/// Task address -> state of a task of a watched unit. An entry is created
+/// when the task is first switched out inside a watched unit (then it is
+/// `current`, so its cgroup can be checked), updated in place afterwards
+/// (no insert/delete per switch), and removed at the task's last switch
+/// (`TASK_DEAD`) or by userspace when the unit is unwatched.
 #[map]
-pub static TASKS: HashMap<u32, TaskState> = HashMap::with_max_entries(MAX_TASKS, 0);
+pub static TASKS: HashMap<u64, TaskState> = HashMap::with_max_entries(MAX_TASKS, 0);
 
 /// Unit cgroup id -> histograms. Entries are created by userspace when it
 /// watches the unit (the kernel side only looks up), so not preallocated:

@@ -92,7 +92,6 @@ fn runqueue_wait_inside_the_unit_only() {
     assert!(long >= 20, "too few run-queue waits >= 1 ms: {h:?}");
     assert!(!eps.is_empty(), "no run-queue episode >= 2 ms from the unit");
     assert!(eps.iter().all(|e| e.kind == EpisodeKind::Runqueue && e.unit_cgroup_id == unit.cgroup_id));
-    assert!(eps.iter().all(|e| e.comm == "t3ptest-helper"), "{eps:?}");
     assert_eq!(bpf.stats().tasks_full, 0);
 }
 
@@ -150,6 +149,7 @@ fn blocked_episode_length_and_in_progress() {
     assert!(so_far > 0.4 && so_far <= elapsed, "in-progress duration {so_far}");
     assert!(mine[0].ongoing);
     assert_eq!(mine[0].tgid, long_pid);
+    assert_eq!(mine[0].comm, "t3ptest-helper");
     wait_ok(long);
     let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
     let done: Vec<_> = episodes_of(&events, long_pid)

@@ -55,12 +55,8 @@ pub(super) fn decode_episode(bytes: &[u8]) -> Option<Episode> {
     Some(Episode {
         unit_cgroup_id: ev.unit_cgroup_id,
         tid: ev.tid,
-        tgid: if ev.tgid == 0 {
-            super::tgid_of(ev.tid)
-        } else {
-            ev.tgid
-        },
-        comm: comm_str(&ev.comm),
+        tgid: ev.tgid,
+        comm: super::comm_of(ev.tid),
         kind: EpisodeKind::from_raw(ev.kind)?,
         start_mono_ns: ev.start_ns,
         start: mono_to_wall(ev.start_ns),

@@ -126,16 +126,11 @@ impl TracepointFormat {
     }
 }
 
-/// Field offsets passed to the programs as globals (names in
-/// `agent_common::globals`).
+/// Field offsets passed to the OOM program as globals (names in
+/// `agent_common::globals`). The scheduler programs are BTF tracepoints
+/// and take typed arguments, no offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Offsets {
-    pub switch_prev_state: u32,
-    pub switch_next_pid: u32,
-    pub switch_next_comm: u32,
-    pub wakeup_pid: u32,
-    pub wakeup_comm: u32,
-    pub wakeup_new_pid: u32,
     pub oom_pid: u32,
     pub oom_comm: u32,
     pub oom_total_vm: u32,
@@ -145,31 +140,16 @@ pub struct Offsets {
     pub oom_uid: u32,
 }
 
-/// The four format files the programs depend on.
+/// The format files the programs depend on.
 #[derive(Debug, Clone)]
 pub struct Formats {
-    pub sched_switch: TracepointFormat,
-    pub sched_wakeup: TracepointFormat,
-    pub sched_wakeup_new: TracepointFormat,
     pub mark_victim: TracepointFormat,
 }
 
 impl Formats {
     pub fn offsets(&self) -> Result<Offsets, FormatError> {
-        let (sw, wk, wn, oom) = (
-            &self.sched_switch,
-            &self.sched_wakeup,
-            &self.sched_wakeup_new,
-            &self.mark_victim,
-        );
+        let oom = &self.mark_victim;
         Ok(Offsets {
-            // `long`: the programs read 8 bytes (64-bit kernels only).
-            switch_prev_state: sw.offset_of("prev_state", 8)?,
-            switch_next_pid: sw.offset_of("next_pid", 4)?,
-            switch_next_comm: sw.offset_of("next_comm", 16)?,
-            wakeup_pid: wk.offset_of("pid", 4)?,
-            wakeup_comm: wk.offset_of("comm", 16)?,
-            wakeup_new_pid: wn.offset_of("pid", 4)?,
             oom_pid: oom.offset_of("pid", 4)?,
             // `__data_loc`: a u32, offset (low 16) and length (high 16).
             oom_comm: oom.offset_of("comm", 4)?,
@@ -222,7 +202,7 @@ pub enum ReadFormatError {
     Parse { path: PathBuf, source: FormatError },
 }
 
-/// Reads and parses the four format files under `root` (a tracefs mount).
+/// Reads and parses the format files under `root` (a tracefs mount).
 pub fn read_formats(root: &Path) -> Result<Formats, ReadFormatError> {
     let read = |cat: &str, name: &str| {
         let path = root.join("events").join(cat).join(name).join("format");
@@ -233,9 +213,6 @@ pub fn read_formats(root: &Path) -> Result<Formats, ReadFormatError> {
         parse_format(&text).map_err(|source| ReadFormatError::Parse { path, source })
     };
     Ok(Formats {
-        sched_switch: read("sched", "sched_switch")?,
-        sched_wakeup: read("sched", "sched_wakeup")?,
-        sched_wakeup_new: read("sched", "sched_wakeup_new")?,
         mark_victim: read("oom", "mark_victim")?,
     })
 }
@@ -254,9 +231,6 @@ mod tests {
 
     fn formats() -> Formats {
         Formats {
-            sched_switch: fixture("sched_sched_switch.format"),
-            sched_wakeup: fixture("sched_sched_wakeup.format"),
-            sched_wakeup_new: fixture("sched_sched_wakeup_new.format"),
             mark_victim: fixture("oom_mark_victim.format"),
         }
     }
@@ -282,12 +256,6 @@ mod tests {
         assert_eq!(
             o,
             Offsets {
-                switch_prev_state: 32,
-                switch_next_pid: 56,
-                switch_next_comm: 40,
-                wakeup_pid: 24,
-                wakeup_comm: 8,
-                wakeup_new_pid: 24,
                 oom_pid: 8,
                 oom_comm: 12,
                 oom_total_vm: 16,
@@ -300,6 +268,18 @@ mod tests {
         let comm = formats().mark_victim.fields[5].clone();
         assert_eq!(comm.ty, "__data_loc char[]");
         assert_eq!(comm.name, "comm");
+    }
+
+    #[test]
+    fn parses_every_captured_format() {
+        for (file, name, fields) in [
+            ("sched_sched_wakeup.format", "sched_wakeup", 8),
+            ("sched_sched_wakeup_new.format", "sched_wakeup_new", 8),
+            ("oom_mark_victim.format", "mark_victim", 13),
+        ] {
+            let f = fixture(file);
+            assert_eq!((f.name.as_str(), f.fields.len()), (name, fields), "{file}");
+        }
     }
 
     #[test]

@@ -17,8 +17,8 @@ use agent_common::{
     STATS_LEN, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::model::sample::Unit;
 
@@ -53,6 +53,8 @@ pub enum BpfError {
     Format(#[from] format::ReadFormatError),
     #[error("tracepoint offsets: {0}")]
     Offsets(#[from] format::FormatError),
+    #[error("kernel BTF: {0}")]
+    Btf(aya::BtfError),
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("program {name}: {source}")]
@@ -118,11 +120,13 @@ impl EpisodeKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Episode {
     pub unit_cgroup_id: u64,
+    /// Kernel task id; 0 for a new task's first wait for a CPU (the
+    /// kernel side learns it when the task first leaves a CPU).
     pub tid: u32,
-    /// Userspace pid; 0 when unknown (a new task's first wait, and it
-    /// exited before it could be looked up).
+    /// Userspace pid; 0 when `tid` is.
     pub tgid: u32,
-    /// Empty for episodes in progress (the kernel side does not keep it).
+    /// From `/proc/<tid>/comm` when the event is decoded; empty if the task
+    /// is gone.
     pub comm: String,
     pub kind: EpisodeKind,
     /// CLOCK_MONOTONIC ns of the start.
@@ -167,7 +171,7 @@ pub struct Bpf {
     _ebpf: Ebpf,
     watched: HashMap<MapData, u64, u32>,
     levels: Array<MapData, Levels>,
-    tasks: HashMap<MapData, u32, TaskState>,
+    tasks: HashMap<MapData, u64, TaskState>,
     hist: PerCpuHashMap<MapData, u64, Hist>,
     stats: PerCpuArray<MapData, u64>,
     ringbufs: Option<(RingBuf<MapData>, RingBuf<MapData>)>,
@@ -175,13 +179,11 @@ pub struct Bpf {
     units: StdHashMap<u64, u32>,
 }
 
-/// Program name in the object, tracepoint category, tracepoint name.
-const PROGRAMS: [(&str, &str, &str); 4] = [
-    ("mark_victim", "oom", "mark_victim"),
-    ("sched_switch", "sched", "sched_switch"),
-    ("sched_wakeup", "sched", "sched_wakeup"),
-    ("sched_wakeup_new", "sched", "sched_wakeup_new"),
-];
+/// The OOM program: name in the object, tracepoint category and name.
+const OOM_PROGRAM: (&str, &str, &str) = ("mark_victim", "oom", "mark_victim");
+
+/// The scheduler programs (BTF tracepoints, named after their tracepoint).
+const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 
 /// Loads the object with the offsets and threshold set as globals.
 fn load_object(offsets: &Offsets, threshold_ns: u64) -> Result<Ebpf, BpfError> {
@@ -189,12 +191,6 @@ fn load_object(offsets: &Offsets, threshold_ns: u64) -> Result<Ebpf, BpfError> {
     let mut loader = EbpfLoader::new();
     loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
     for (name, value) in [
-        (globals::SWITCH_PREV_STATE, &o.switch_prev_state),
-        (globals::SWITCH_NEXT_PID, &o.switch_next_pid),
-        (globals::SWITCH_NEXT_COMM, &o.switch_next_comm),
-        (globals::WAKEUP_PID, &o.wakeup_pid),
-        (globals::WAKEUP_COMM, &o.wakeup_comm),
-        (globals::WAKEUP_NEW_PID, &o.wakeup_new_pid),
         (globals::OOM_PID, &o.oom_pid),
         (globals::OOM_COMM, &o.oom_comm),
         (globals::OOM_TOTAL_VM, &o.oom_total_vm),
@@ -208,7 +204,24 @@ fn load_object(offsets: &Offsets, threshold_ns: u64) -> Result<Ebpf, BpfError> {
     Ok(loader.load(OBJECT)?)
 }
 
-/// Loads and attaches the named programs.
+/// Loads and attaches the BTF tracepoint programs.
+fn attach_btf(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), BpfError> {
+    let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+    for &name in names {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(BpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| BpfError::Program { name, source })?;
+        prog.load(name, &btf)
+            .map_err(|source| BpfError::Program { name, source })?;
+        prog.attach()
+            .map_err(|source| BpfError::Program { name, source })?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the named classic tracepoint programs.
 fn attach(ebpf: &mut Ebpf, which: &[(&'static str, &str, &str)]) -> Result<(), BpfError> {
     for &(name, category, tracepoint) in which {
         let prog: &mut TracePoint = ebpf
@@ -240,7 +253,8 @@ impl Bpf {
         let offsets = format::read_formats(&root)?.offsets()?;
         let threshold_ns = u64::try_from(config.episode_threshold.as_nanos()).unwrap_or(u64::MAX);
         let mut ebpf = load_object(&offsets, threshold_ns)?;
-        attach(&mut ebpf, &PROGRAMS)?;
+        attach(&mut ebpf, &[OOM_PROGRAM])?;
+        attach_btf(&mut ebpf, &SCHED_PROGRAMS)?;
         let episodes: RingBuf<MapData> = take(&mut ebpf, "EPISODES")?;
         let ooms: RingBuf<MapData> = take(&mut ebpf, "OOMS")?;
         Ok(Bpf {
@@ -299,15 +313,15 @@ impl Bpf {
             .map_err(|source| BpfError::Map { name: "LEVELS", source })?;
         // Drop the states of the unit's off-CPU tasks now rather than at
         // their next switch-in.
-        let stale: Vec<u32> = self
+        let stale: Vec<u64> = self
             .tasks
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, st)| st.unit_cgroup_id == id)
-            .map(|(tid, _)| tid)
+            .map(|(task, _)| task)
             .collect();
-        for tid in stale {
-            let _ = self.tasks.remove(&tid);
+        for task in stale {
+            let _ = self.tasks.remove(&task);
         }
         Ok(())
     }
@@ -329,7 +343,7 @@ impl Bpf {
     pub fn ongoing_episodes(&self, now_mono_ns: u64, min: Duration) -> Vec<Episode> {
         let min_ns = u64::try_from(min.as_nanos()).unwrap_or(u64::MAX);
         let mut out = Vec::new();
-        for (tid, st) in self.tasks.iter().filter_map(Result::ok) {
+        for (_, st) in self.tasks.iter().filter_map(Result::ok) {
             let Some(kind) = EpisodeKind::from_raw(st.kind) else {
                 continue;
             };
@@ -342,9 +356,9 @@ impl Bpf {
             }
             out.push(Episode {
                 unit_cgroup_id: st.unit_cgroup_id,
-                tid,
-                tgid: if st.tgid == 0 { tgid_of(tid) } else { st.tgid },
-                comm: String::new(),
+                tid: st.tid,
+                tgid: st.tgid,
+                comm: comm_of(st.tid),
                 kind,
                 start_mono_ns: st.start_ns,
                 start: mono_to_wall(st.start_ns),
@@ -422,16 +436,15 @@ fn levels_of(units: &StdHashMap<u64, u32>) -> Result<Levels, BpfError> {
     Ok(levels)
 }
 
-/// `Tgid:` of a task, 0 if it is gone.
-fn tgid_of(tid: u32) -> u32 {
-    std::fs::read_to_string(format!("/proc/{tid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Tgid:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// A task's comm from procfs; empty if unknown (tid 0) or gone. The kernel
+/// side does not copy it, to keep the per-switch path short.
+fn comm_of(tid: u32) -> String {
+    if tid == 0 {
+        return String::new();
+    }
+    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
 }
 
 /// Upper bound (ns) of log2 bucket `i`, for Prometheus `le` labels.
