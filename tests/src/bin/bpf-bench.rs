@@ -25,6 +25,38 @@ tracepoint:sched:sched_switch { if (args->prev_state == 0) { @qtime[args->prev_p
 $ns = @qtime[args->next_pid]; if ($ns) { @usecs = hist((nsecs - $ns) / 1000); } \
 delete(@qtime[args->next_pid]); }";
 
+/// The floor: a program that only counts, on the same tracepoint.
+const COUNT_ONLY: &str = "tracepoint:sched:sched_switch { @c = count(); }";
+
+/// Starts bpftrace and waits until its probes are attached.
+fn bpftrace(script: &str) -> std::process::Child {
+    let mut bt = Command::new("bpftrace")
+        .args(["-e", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bpftrace (apt-get install bpftrace)");
+    let stdout = bt.stdout.take().expect("bpftrace stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("Attaching") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("bpftrace did not start"),
+        }
+    }
+    // Keep draining its stdout so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::sleep(Duration::from_millis(500));
+    bt
+}
+
+fn stop(mut bt: std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+    let _ = bt.wait();
+}
+
 /// Restores `kernel.bpf_stats_enabled` on drop.
 struct StatsGuard(String);
 
@@ -155,22 +187,7 @@ fn main() {
     let base = phase("unwatched: ping-pong outside the watched unit", &helper, &other_dir, secs, &ours);
     let watched = phase("watched: ping-pong inside the watched unit", &helper, &unit_dir, secs, &ours);
 
-    let mut bt = Command::new("bpftrace")
-        .args(["-e", RUNQLAT])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn bpftrace (apt-get install bpftrace)");
-    let stdout = bt.stdout.take().expect("bpftrace stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("Attaching") => break,
-            Some(Ok(_)) => {}
-            _ => panic!("bpftrace did not start"),
-        }
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    let bt = bpftrace(RUNQLAT);
     let side = phase(
         "same run, bpftrace runqlat attached too (ping-pong outside the unit)",
         &helper,
@@ -178,9 +195,16 @@ fn main() {
         secs,
         &ours,
     );
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
-    let _ = bt.wait();
+    stop(bt);
+    let bt = bpftrace(COUNT_ONLY);
+    let floor = phase(
+        "floor: bpftrace count-only sched_switch program attached too",
+        &helper,
+        &other_dir,
+        secs,
+        &ours,
+    );
+    stop(bt);
 
     let bt_switch = side
         .iter()
@@ -208,6 +232,14 @@ fn main() {
             );
         }
         None => println!("  bpftrace's sched_switch program not found among loaded programs"),
+    }
+    if let Some(f) = floor
+        .iter()
+        .filter(|(k, _)| k.starts_with("other:") && k.contains("sched_switch"))
+        .map(|(_, v)| *v)
+        .next()
+    {
+        println!("  floor on this host (a sched_switch program that only counts): {f:.1} ns/event");
     }
     bpf.unwatch_unit(&unit).expect("unwatch");
     drop(bpf);
