@@ -16,8 +16,8 @@
 //! the task is `current`.
 
 use agent_common::{
-    hist_bucket, EpisodeEvent, TaskState, KIND_BLOCKED, KIND_RUNNING, KIND_RUNQUEUE,
-    KIND_SLEEPING, STAT_EPISODES, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    hist_bucket, EpisodeEvent, TaskState, KIND_BLOCKED, KIND_RUNNING, KIND_RUNQUEUE, KIND_SLEEPING,
+    STAT_EPISODES, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
 };
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -58,7 +58,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     let mut ts = 0u64;
 
     // Switch-in: the end of a run-queue wait.
-    if let Some(p) = TASKS.get_ptr_mut(&next) {
+    if let Some(p) = TASKS.get_ptr_mut(next) {
         // SAFETY: a valid map value; a racing wakeup on another CPU can at
         // worst skew one sample.
         let st = unsafe { &mut *p };
@@ -72,7 +72,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     // Switch-out: `current` is `prev`.
     if prev_state & TASK_DEAD != 0 {
         // Its last switch: drop its state.
-        let _ = TASKS.remove(&prev);
+        let _ = TASKS.remove(prev);
         return 0;
     }
     let Some(unit) = current_unit() else {
@@ -88,7 +88,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     if ts == 0 {
         ts = now();
     }
-    if let Some(p) = TASKS.get_ptr_mut(&prev) {
+    if let Some(p) = TASKS.get_ptr_mut(prev) {
         // SAFETY: a valid map value.
         let st = unsafe { &mut *p };
         st.start_ns = ts;
@@ -109,7 +109,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
             kind,
             _pad: 0,
         };
-        if TASKS.insert(&prev, &st, 0).is_err() {
+        if TASKS.insert(prev, st, 0).is_err() {
             bump(STAT_TASKS_FULL);
         }
     }
@@ -121,7 +121,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_wakeup")]
 pub fn sched_wakeup(ctx: BtfTracePointContext) -> u32 {
     let task: u64 = ctx.arg(0);
-    let Some(p) = TASKS.get_ptr_mut(&task) else {
+    let Some(p) = TASKS.get_ptr_mut(task) else {
         return 0;
     };
     // SAFETY: a valid map value.
@@ -155,7 +155,7 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
         kind: KIND_RUNQUEUE,
         _pad: 0,
     };
-    if TASKS.insert(&task, &st, 0).is_err() {
+    if TASKS.insert(task, st, 0).is_err() {
         bump(STAT_TASKS_FULL);
     }
     0
@@ -165,7 +165,7 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
 #[inline(always)]
 fn finish(st: &TaskState, now: u64) {
     let dur = now.saturating_sub(st.start_ns);
-    let Some(h) = HIST.get_ptr_mut(&st.unit_cgroup_id) else {
+    let Some(h) = HIST.get_ptr_mut(st.unit_cgroup_id) else {
         // The unit is no longer watched.
         return;
     };

@@ -50,7 +50,7 @@ pub fn current_unit() -> Option<u64> {
         // SAFETY: a plain helper call.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(levels.levels[i] as i32) };
         // SAFETY: the value is not kept across other map operations.
-        if id != 0 && unsafe { WATCHED.get(&id) }.is_some() {
+        if id != 0 && unsafe { WATCHED.get(id) }.is_some() {
             return Some(id);
         }
     }

@@ -86,7 +86,9 @@ impl Drop for TestCgroups {
 pub fn unit_at(path: &Path) -> Unit {
     let root = cgroup2_root();
     let meta = std::fs::metadata(path).expect("stat the unit cgroup");
-    let rel = path.strip_prefix(&root).expect("unit below the cgroup2 root");
+    let rel = path
+        .strip_prefix(&root)
+        .expect("unit below the cgroup2 root");
     let name = path
         .file_name()
         .expect("unit dir name")
@@ -112,7 +114,9 @@ pub fn own_memory_v1_cgroup() -> Option<PathBuf> {
     let rel = text.lines().find_map(|l| {
         let mut it = l.splitn(3, ':');
         let (_, ctrl, path) = (it.next()?, it.next()?, it.next()?);
-        ctrl.split(',').any(|c| c == "memory").then(|| path.to_string())
+        ctrl.split(',')
+            .any(|c| c == "memory")
+            .then(|| path.to_string())
     })?;
     let dir = Path::new("/sys/fs/cgroup/memory").join(rel.trim_start_matches('/'));
     dir.join("memory.limit_in_bytes").exists().then_some(dir)

@@ -36,7 +36,12 @@ fn probe_reports_a_loadable_host() {
     let _serial = serial();
     let report = probe();
     for item in &report.items {
-        eprintln!("{:<20} {} {}", item.name, if item.ok { "ok" } else { "FAIL" }, item.detail);
+        eprintln!(
+            "{:<20} {} {}",
+            item.name,
+            if item.ok { "ok" } else { "FAIL" },
+            item.detail
+        );
     }
     assert!(report.loaded, "probe could not load: {report:?}");
     assert!(report.items.iter().all(|i| i.ok), "{report:?}");

@@ -64,7 +64,11 @@ fn memcg_oom_kill_is_one_event_for_the_unit() {
     let pid = child.id();
     let status = child.wait().expect("wait for helper");
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "helper was not OOM-killed: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "helper was not OOM-killed: {status}"
+    );
 
     let events = collect_events(&rt, &mut rx, Duration::from_millis(500));
     let ooms: Vec<_> = events
@@ -79,7 +83,11 @@ fn memcg_oom_kill_is_one_event_for_the_unit() {
     eprintln!("{o:?}");
     assert_eq!(o.pid, pid);
     assert_eq!(o.comm, "t3ptest-helper");
-    assert_eq!(o.unit_cgroup_id, Some(unit.cgroup_id), "OOM not attributed to the unit");
+    assert_eq!(
+        o.unit_cgroup_id,
+        Some(unit.cgroup_id),
+        "OOM not attributed to the unit"
+    );
     assert_eq!(o.uid, 0);
     assert!(
         o.anon_rss >= LIMIT / 2 && o.anon_rss <= LIMIT + (8 << 20),
@@ -87,5 +95,9 @@ fn memcg_oom_kill_is_one_event_for_the_unit() {
         o.anon_rss,
         LIMIT
     );
-    assert_eq!(oom_kills(&memcg.top), before + 1, "memory.oom_control oom_kill did not move by 1");
+    assert_eq!(
+        oom_kills(&memcg.top),
+        before + 1,
+        "memory.oom_control oom_kill did not move by 1"
+    );
 }

@@ -40,8 +40,12 @@ fn episodes_of(events: &[BpfEvent], tgid: u32) -> Vec<&Episode> {
 fn setup() -> (TestCgroups, std::path::PathBuf, std::path::PathBuf) {
     let mut cgs = TestCgroups::new(
         &cgroup2_root(),
-        &format!("t3ptest-{}-{:?}", std::process::id(), std::thread::current().id())
-            .replace(['(', ')'], ""),
+        &format!(
+            "t3ptest-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
     );
     let unit = cgs.child("t3-serve@x.service");
     let other = cgs.child("other.service");
@@ -70,10 +74,18 @@ fn runqueue_wait_inside_the_unit_only() {
     let out_pid = outside.id();
     wait_ok(outside);
     let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
-    let h = bpf.histograms(unit.cgroup_id).expect("histograms of a watched unit");
+    let h = bpf
+        .histograms(unit.cgroup_id)
+        .expect("histograms of a watched unit");
     let outside_count: u64 = h.runqueue.iter().sum();
-    assert_eq!(outside_count, 0, "run-queue wait counted for a load outside the unit");
-    assert!(episodes_of(&events, out_pid).is_empty(), "episodes from outside the unit");
+    assert_eq!(
+        outside_count, 0,
+        "run-queue wait counted for a load outside the unit"
+    );
+    assert!(
+        episodes_of(&events, out_pid).is_empty(),
+        "episodes from outside the unit"
+    );
 
     // Inside.
     let inside = helper(&unit_dir, &["busy", "3", "0", "1000"]);
@@ -90,8 +102,13 @@ fn runqueue_wait_inside_the_unit_only() {
         eps.len()
     );
     assert!(long >= 20, "too few run-queue waits >= 1 ms: {h:?}");
-    assert!(!eps.is_empty(), "no run-queue episode >= 2 ms from the unit");
-    assert!(eps.iter().all(|e| e.kind == EpisodeKind::Runqueue && e.unit_cgroup_id == unit.cgroup_id));
+    assert!(
+        !eps.is_empty(),
+        "no run-queue episode >= 2 ms from the unit"
+    );
+    assert!(eps
+        .iter()
+        .all(|e| e.kind == EpisodeKind::Runqueue && e.unit_cgroup_id == unit.cgroup_id));
     assert_eq!(bpf.stats().tasks_full, 0);
 }
 
@@ -119,7 +136,10 @@ fn blocked_episode_length_and_in_progress() {
     let in_pid = inside.id();
     wait_ok(inside);
     let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
-    assert!(episodes_of(&events, out_pid).is_empty(), "episode from outside the unit");
+    assert!(
+        episodes_of(&events, out_pid).is_empty(),
+        "episode from outside the unit"
+    );
     let blocked: Vec<_> = episodes_of(&events, in_pid)
         .into_iter()
         .filter(|e| e.kind == EpisodeKind::Blocked)
@@ -127,10 +147,16 @@ fn blocked_episode_length_and_in_progress() {
     assert_eq!(blocked.len(), 1, "expected one blocked episode: {events:?}");
     let d = blocked[0].duration.as_secs_f64();
     eprintln!("blocked episode: {d:.4} s for 0.400 s in D");
-    assert!((d - 0.4).abs() <= 0.04, "blocked {d} s, expected 0.4 s +-10%");
+    assert!(
+        (d - 0.4).abs() <= 0.04,
+        "blocked {d} s, expected 0.4 s +-10%"
+    );
     assert_eq!(blocked[0].tid, in_pid);
     let h = bpf.histograms(unit.cgroup_id).expect("histograms");
-    assert!(h.blocked[28..].iter().sum::<u64>() >= 1, "D state not in the histogram");
+    assert!(
+        h.blocked[28..].iter().sum::<u64>() >= 1,
+        "D state not in the histogram"
+    );
 
     // In progress: 1.5 s in D, looked at after 0.6 s.
     let long = helper(&unit_dir, &["vfork", "1500"]);
@@ -142,11 +168,18 @@ fn blocked_episode_length_and_in_progress() {
         .iter()
         .filter(|e| e.tid == long_pid && e.kind == EpisodeKind::Blocked)
         .collect();
-    assert_eq!(mine.len(), 1, "in-progress D episode not visible: {ongoing:?}");
+    assert_eq!(
+        mine.len(),
+        1,
+        "in-progress D episode not visible: {ongoing:?}"
+    );
     let so_far = mine[0].duration.as_secs_f64();
     let elapsed = t0.elapsed().as_secs_f64();
     eprintln!("in progress: {so_far:.3} s so far after {elapsed:.3} s");
-    assert!(so_far > 0.4 && so_far <= elapsed, "in-progress duration {so_far}");
+    assert!(
+        so_far > 0.4 && so_far <= elapsed,
+        "in-progress duration {so_far}"
+    );
     assert!(mine[0].ongoing);
     assert_eq!(mine[0].tgid, long_pid);
     assert_eq!(mine[0].comm, "t3ptest-helper");
@@ -158,7 +191,10 @@ fn blocked_episode_length_and_in_progress() {
         .collect();
     assert_eq!(done.len(), 1, "{events:?}");
     let d = done[0].duration.as_secs_f64();
-    assert!((d - 1.5).abs() <= 0.15, "blocked {d} s, expected 1.5 s +-10%");
+    assert!(
+        (d - 1.5).abs() <= 0.15,
+        "blocked {d} s, expected 1.5 s +-10%"
+    );
     // Finished: no longer in progress.
     let ongoing = bpf.ongoing_episodes(monotonic_ns(), Duration::ZERO);
     assert!(ongoing.iter().all(|e| e.tid != long_pid));

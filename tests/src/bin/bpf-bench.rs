@@ -97,7 +97,10 @@ fn snapshot() -> HashMap<u32, (String, Run)> {
         .collect()
 }
 
-fn delta(a: &HashMap<u32, (String, Run)>, b: &HashMap<u32, (String, Run)>) -> Vec<(u32, String, Run)> {
+fn delta(
+    a: &HashMap<u32, (String, Run)>,
+    b: &HashMap<u32, (String, Run)>,
+) -> Vec<(u32, String, Run)> {
     let mut out: Vec<_> = b
         .iter()
         .filter_map(|(id, (name, rb))| {
@@ -143,7 +146,10 @@ fn phase(
     let a = snapshot();
     let trips = pingpong(helper, cgroup, secs);
     let b = snapshot();
-    println!("\n== {label}: {trips} round trips in {secs} s ({:.0}/s)", trips as f64 / secs as f64);
+    println!(
+        "\n== {label}: {trips} round trips in {secs} s ({:.0}/s)",
+        trips as f64 / secs as f64
+    );
     let mut means = HashMap::new();
     for (id, name, run) in delta(&a, &b) {
         let who = if let Some(n) = ours.get(&id) {
@@ -151,8 +157,15 @@ fn phase(
         } else {
             format!("other      {name}")
         };
-        println!("  {who:<34} id {id:>5}  {:>9} events  {:>7.1} ns/event", run.cnt, mean(run));
-        let key = ours.get(&id).cloned().unwrap_or_else(|| format!("other:{name}"));
+        println!(
+            "  {who:<34} id {id:>5}  {:>9} events  {:>7.1} ns/event",
+            run.cnt,
+            mean(run)
+        );
+        let key = ours
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("other:{name}"));
         means.insert(key, mean(run));
     }
     means
@@ -164,11 +177,17 @@ fn main() {
         eprintln!("bpf-bench needs root");
         std::process::exit(1);
     }
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let helper: PathBuf = std::env::current_exe()
         .expect("current exe")
         .with_file_name("t3ptest-helper");
-    assert!(helper.exists(), "build the helper: cargo build -p t3pressure-tests --bins");
+    assert!(
+        helper.exists(),
+        "build the helper: cargo build -p t3pressure-tests --bins"
+    );
 
     let mut cgs = TestCgroups::new(&cgroup2_root(), &format!("t3pbench-{}", std::process::id()));
     let unit_dir = cgs.child("t3-serve@bench.service");
@@ -184,8 +203,20 @@ fn main() {
         .map(|p| (p.id, p.name))
         .collect();
 
-    let base = phase("unwatched: ping-pong outside the watched unit", &helper, &other_dir, secs, &ours);
-    let watched = phase("watched: ping-pong inside the watched unit", &helper, &unit_dir, secs, &ours);
+    let base = phase(
+        "unwatched: ping-pong outside the watched unit",
+        &helper,
+        &other_dir,
+        secs,
+        &ours,
+    );
+    let watched = phase(
+        "watched: ping-pong inside the watched unit",
+        &helper,
+        &unit_dir,
+        secs,
+        &ours,
+    );
 
     let bt = bpftrace(RUNQLAT);
     let side = phase(
@@ -212,12 +243,21 @@ fn main() {
         .map(|(_, v)| *v)
         .next();
     println!("\n== summary (mean ns per event)");
-    for prog in ["sched_switch", "sched_wakeup", "sched_wakeup_new", "mark_victim"] {
+    for prog in [
+        "sched_switch",
+        "sched_wakeup",
+        "sched_wakeup_new",
+        "mark_victim",
+    ] {
         println!(
             "  {prog:<17} unwatched {:>7}  watched {:>7}  (bpftrace side-by-side run: {:>7})",
-            base.get(prog).map_or("-".to_string(), |v| format!("{v:.1}")),
-            watched.get(prog).map_or("-".to_string(), |v| format!("{v:.1}")),
-            side.get(prog).map_or("-".to_string(), |v| format!("{v:.1}")),
+            base.get(prog)
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+            watched
+                .get(prog)
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+            side.get(prog)
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
         );
     }
     match bt_switch {

@@ -67,7 +67,7 @@ pub fn parse_format(text: &str) -> Result<TracepointFormat, FormatError> {
     })
 }
 
-/// `field:char prev_comm[16];	offset:8;	size:16;	signed:0;`
+/// `field:char prev_comm[16]; offset:8; size:16; signed:0;` (tab-separated)
 fn parse_field(line: &str) -> Option<Field> {
     let mut decl = None;
     let (mut offset, mut size, mut signed) = (None, None, None);

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use agent_common::{
     globals, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE, MAX_LEVELS,
-    STATS_LEN, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
@@ -22,7 +22,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::model::sample::Unit;
 
-pub use clock::{monotonic_ns, mono_to_wall};
+pub use clock::{mono_to_wall, monotonic_ns};
 pub use drain::{BpfEvent, OomVictim};
 pub use format::Offsets;
 
@@ -278,22 +278,30 @@ impl Bpf {
         let levels = levels_of(&units)?;
         if !self.units.contains_key(&id) {
             let cpus = aya::util::nr_cpus().map_err(|(_, e)| BpfError::Poll(e))?;
-            let zero = PerCpuValues::try_from(vec![Hist::ZERO; cpus]).map_err(|e| {
-                BpfError::Map {
+            let zero =
+                PerCpuValues::try_from(vec![Hist::ZERO; cpus]).map_err(|e| BpfError::Map {
                     name: "HIST",
                     source: aya::maps::MapError::IoError(e),
-                }
-            })?;
+                })?;
             self.hist
                 .insert(id, zero, 0)
-                .map_err(|source| BpfError::Map { name: "HIST", source })?;
+                .map_err(|source| BpfError::Map {
+                    name: "HIST",
+                    source,
+                })?;
         }
         self.levels
             .set(0, levels, 0)
-            .map_err(|source| BpfError::Map { name: "LEVELS", source })?;
+            .map_err(|source| BpfError::Map {
+                name: "LEVELS",
+                source,
+            })?;
         self.watched
             .insert(id, unit.level, 0)
-            .map_err(|source| BpfError::Map { name: "WATCHED", source })?;
+            .map_err(|source| BpfError::Map {
+                name: "WATCHED",
+                source,
+            })?;
         self.units = units;
         Ok(())
     }
@@ -310,7 +318,10 @@ impl Bpf {
         let levels = levels_of(&self.units)?;
         self.levels
             .set(0, levels, 0)
-            .map_err(|source| BpfError::Map { name: "LEVELS", source })?;
+            .map_err(|source| BpfError::Map {
+                name: "LEVELS",
+                source,
+            })?;
         // Drop the states of the unit's off-CPU tasks now rather than at
         // their next switch-in.
         let stale: Vec<u64> = self
@@ -404,13 +415,7 @@ impl Bpf {
 
     /// Kernel-side counters summed over CPUs.
     pub fn stats(&self) -> BpfStats {
-        let get = |i: u32| -> u64 {
-            self.stats
-                .get(&i, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or(0)
-        };
-        debug_assert!(STAT_OOMS < STATS_LEN);
+        let get = |i: u32| -> u64 { self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         BpfStats {
             tasks_full: get(STAT_TASKS_FULL),
             ringbuf_full: get(STAT_RINGBUF_FULL),

@@ -81,7 +81,10 @@ pub fn probe() -> ProbeReport {
     });
 
     let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").ok();
-    let mode = lockdown.as_deref().and_then(lockdown_mode).unwrap_or("none");
+    let mode = lockdown
+        .as_deref()
+        .and_then(lockdown_mode)
+        .unwrap_or("none");
     let locked = mode == "confidentiality";
     items.push(ProbeItem {
         name: "kernel lockdown",
@@ -122,7 +125,10 @@ pub fn probe() -> ProbeReport {
             Ok(()) => "embedded object loaded, oom:mark_victim attached".to_string(),
             Err(e) => e.to_string(),
         },
-        fix: loaded.as_ref().err().map(|e| fix_for(e, privileged, locked)),
+        fix: loaded
+            .as_ref()
+            .err()
+            .map(|e| fix_for(e, privileged, locked)),
     });
 
     ProbeReport {
@@ -163,7 +169,10 @@ mod tests {
 
     #[test]
     fn lockdown_modes() {
-        assert_eq!(lockdown_mode("[none] integrity confidentiality\n"), Some("none"));
+        assert_eq!(
+            lockdown_mode("[none] integrity confidentiality\n"),
+            Some("none")
+        );
         assert_eq!(
             lockdown_mode("none integrity [confidentiality]\n"),
             Some("confidentiality")
