@@ -1,2 +1,154 @@
 //! Types and constants shared by the eBPF programs and userspace.
+//!
+//! Every struct is `#[repr(C)]`, `Copy`, made of fixed-size integers laid out
+//! without hidden padding (explicit `_pad` fields), so both sides agree on
+//! the bytes that cross the ring buffers and maps.
 #![no_std]
+
+/// Number of log2 buckets of a histogram: bucket `i` counts durations `d`
+/// (ns) with `2^i <= d < 2^(i+1)` (bucket 0 also takes 0 and 1 ns); the last
+/// bucket takes everything from `2^(HIST_BUCKETS-1)` ns (~275 s) up.
+pub const HIST_BUCKETS: usize = 40;
+
+/// How many distinct cgroup levels watched units may sit at.
+pub const MAX_LEVELS: usize = 4;
+
+/// Bound of the watched-units map.
+pub const MAX_UNITS: u32 = 1024;
+
+/// Bound of the per-task map (tasks of watched units).
+pub const MAX_TASKS: u32 = 32768;
+
+/// Episode kind: runnable but not running (preempted, throttled, or woken
+/// and waiting for a CPU).
+pub const KIND_RUNQUEUE: u32 = 1;
+/// Episode kind: uninterruptible sleep (D state), from switch-out to wakeup.
+pub const KIND_BLOCKED: u32 = 2;
+/// Per-task state only (never an episode): sleeping interruptibly; the
+/// wakeup turns it into a run-queue wait.
+pub const KIND_SLEEPING: u32 = 3;
+/// Per-task state only: on a CPU.
+pub const KIND_RUNNING: u32 = 0;
+
+/// Indexes of the `STATS` per-CPU counters.
+pub const STAT_TASKS_FULL: u32 = 0;
+pub const STAT_RINGBUF_FULL: u32 = 1;
+pub const STAT_EPISODES: u32 = 2;
+pub const STAT_OOMS: u32 = 3;
+pub const STATS_LEN: u32 = 4;
+
+/// The levels (depth below the cgroup2 root) at which watched units sit,
+/// written by userspace into the one entry of the `LEVELS` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Levels {
+    /// How many entries of `levels` are in use.
+    pub count: u32,
+    pub levels: [u32; MAX_LEVELS],
+}
+
+/// One task of a watched unit: what it is doing or waiting for and since
+/// when. Key: the address of its `task_struct` (what the BTF tracepoints
+/// hand over, so no read of the pid is needed). Userspace iterates these
+/// for episodes still in progress.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskState {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the start of the state.
+    pub start_ns: u64,
+    /// Cgroup id of the watched unit the task belongs to.
+    pub unit_cgroup_id: u64,
+    /// Task id (kernel pid); 0 until a new task first leaves a CPU.
+    pub tid: u32,
+    /// Thread group id (userspace pid), 0 while `tid` is.
+    pub tgid: u32,
+    /// `KIND_RUNNING`, `KIND_RUNQUEUE`, `KIND_BLOCKED` or `KIND_SLEEPING`.
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// A finished episode at least as long as the threshold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpisodeEvent {
+    pub unit_cgroup_id: u64,
+    /// CLOCK_MONOTONIC ns.
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub tid: u32,
+    pub tgid: u32,
+    /// `KIND_RUNQUEUE` or `KIND_BLOCKED`.
+    pub kind: u32,
+    pub _pad: u32,
+}
+
+/// One `oom:mark_victim`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomEvent {
+    /// CLOCK_MONOTONIC ns.
+    pub ts_ns: u64,
+    /// Cgroup id of the task that ran the OOM killer (the charging task in a
+    /// memcg OOM).
+    pub cgroup_id: u64,
+    /// That task's watched unit's cgroup id, 0 if none.
+    pub unit_cgroup_id: u64,
+    /// Victim figures, in kB as the tracepoint reports them.
+    pub total_vm_kb: u64,
+    pub anon_rss_kb: u64,
+    pub file_rss_kb: u64,
+    pub shmem_rss_kb: u64,
+    pub pid: u32,
+    pub uid: u32,
+    /// NUL-padded victim comm.
+    pub comm: [u8; 16],
+}
+
+/// Per-unit log2 histograms (per CPU in the kernel; userspace sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hist {
+    pub runqueue: [u64; HIST_BUCKETS],
+    pub blocked: [u64; HIST_BUCKETS],
+}
+
+impl Hist {
+    pub const ZERO: Hist = Hist {
+        runqueue: [0; HIST_BUCKETS],
+        blocked: [0; HIST_BUCKETS],
+    };
+}
+
+/// The log2 bucket of a duration in ns (see `HIST_BUCKETS`).
+#[inline(always)]
+pub fn hist_bucket(ns: u64) -> usize {
+    let b = 63u32.saturating_sub(ns.leading_zeros()) as usize;
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
+}
+
+/// Names of the globals (`.rodata`) userspace sets before loading.
+pub mod globals {
+    pub const EPISODE_THRESHOLD_NS: &str = "EPISODE_THRESHOLD_NS";
+    pub const OOM_PID: &str = "OOM_PID";
+    pub const OOM_COMM: &str = "OOM_COMM";
+    pub const OOM_TOTAL_VM: &str = "OOM_TOTAL_VM";
+    pub const OOM_ANON_RSS: &str = "OOM_ANON_RSS";
+    pub const OOM_FILE_RSS: &str = "OOM_FILE_RSS";
+    pub const OOM_SHMEM_RSS: &str = "OOM_SHMEM_RSS";
+    pub const OOM_UID: &str = "OOM_UID";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) integers and integer arrays without
+    // padding; any bit pattern is valid.
+    unsafe impl aya::Pod for super::Levels {}
+    unsafe impl aya::Pod for super::TaskState {}
+    unsafe impl aya::Pod for super::EpisodeEvent {}
+    unsafe impl aya::Pod for super::OomEvent {}
+    unsafe impl aya::Pod for super::Hist {}
+}

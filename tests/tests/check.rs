@@ -4,11 +4,11 @@
 
 use std::process::Command;
 
-use t3pressure_tests::{agent_bin, require_root};
+use t3pressure_tests::procs::{agent_bin, require_root};
 
 #[test]
 fn check_reports_this_hybrid_host() {
-    require_root();
+    require_root("t3pressure check (capabilities are reported as root has them)");
     let out = Command::new(agent_bin())
         .args(["check", "--json"])
         .output()

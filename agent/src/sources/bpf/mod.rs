@@ -1,0 +1,498 @@
+//! eBPF source: loads the embedded programs (scheduler stalls and OOM kills
+//! of tasks in watched units), keeps the watched-units map in sync, drains
+//! the ring buffers and reads histograms and episodes in progress.
+//!
+//! The object is built by `agent/build.rs` from `agent-ebpf` and embedded.
+
+mod clock;
+mod drain;
+pub mod format;
+pub mod probe;
+
+use std::collections::HashMap as StdHashMap;
+use std::time::{Duration, SystemTime};
+
+use agent_common::{
+    globals, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE, MAX_LEVELS,
+    STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use crate::model::sample::Unit;
+
+pub use clock::{mono_to_wall, monotonic_ns};
+pub use drain::{BpfEvent, OomVictim};
+pub use format::Offsets;
+
+/// The eBPF object, built by `build.rs`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/t3pressure"));
+
+/// Number of log2 buckets in a [`UnitHistograms`] (bucket `i`: `2^i` ns up
+/// to `2^(i+1)` ns).
+pub const BUCKETS: usize = HIST_BUCKETS;
+
+#[derive(Debug, Clone)]
+pub struct BpfConfig {
+    /// Waits at least this long are sent as episodes (spec: 100 ms).
+    pub episode_threshold: Duration,
+}
+
+impl Default for BpfConfig {
+    fn default() -> Self {
+        BpfConfig {
+            episode_threshold: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("tracepoint formats: {0}")]
+    Format(#[from] format::ReadFormatError),
+    #[error("tracepoint offsets: {0}")]
+    Offsets(#[from] format::FormatError),
+    #[error("kernel BTF: {0}")]
+    Btf(aya::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+    #[error("map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("program {0} missing from the object")]
+    MissingProgram(&'static str),
+    #[error("watched units sit at more than {MAX_LEVELS} distinct cgroup levels")]
+    TooManyLevels,
+    #[error("the event stream was already taken")]
+    EventsTaken,
+    #[error("ring buffer poll setup: {0}")]
+    Poll(std::io::Error),
+}
+
+impl BpfError {
+    /// The errno behind the error, if it came from a syscall (EPERM means
+    /// missing privileges or lockdown).
+    pub fn errno(&self) -> Option<i32> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(code) = e
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+            {
+                return Some(code);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
+/// What a task was waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EpisodeKind {
+    /// Runnable but not running: preempted, throttled, or woken and waiting.
+    Runqueue,
+    /// Uninterruptible sleep (D state).
+    Blocked,
+}
+
+impl EpisodeKind {
+    fn from_raw(kind: u32) -> Option<EpisodeKind> {
+        match kind {
+            KIND_RUNQUEUE => Some(EpisodeKind::Runqueue),
+            KIND_BLOCKED => Some(EpisodeKind::Blocked),
+            _ => None,
+        }
+    }
+}
+
+/// A wait of one task of a watched unit, finished or in progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Episode {
+    pub unit_cgroup_id: u64,
+    /// Kernel task id; 0 for a new task's first wait for a CPU (the
+    /// kernel side learns it when the task first leaves a CPU).
+    pub tid: u32,
+    /// Userspace pid; 0 when `tid` is.
+    pub tgid: u32,
+    /// From `/proc/<tid>/comm` when the event is decoded; empty if the task
+    /// is gone.
+    pub comm: String,
+    pub kind: EpisodeKind,
+    /// CLOCK_MONOTONIC ns of the start.
+    pub start_mono_ns: u64,
+    pub start: SystemTime,
+    /// So far, for one in progress.
+    pub duration: Duration,
+    pub ongoing: bool,
+}
+
+/// Per-unit log2 histograms, counts per bucket (see [`BUCKETS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitHistograms {
+    pub runqueue: [u64; BUCKETS],
+    pub blocked: [u64; BUCKETS],
+}
+
+/// Kernel-side counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BpfStats {
+    /// Task states not recorded because `TASKS` was full.
+    pub tasks_full: u64,
+    /// Events dropped because a ring buffer was full.
+    pub ringbuf_full: u64,
+    pub episodes: u64,
+    pub ooms: u64,
+}
+
+/// One program's accumulated run time and run count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: String,
+    /// Kernel program id (as `bpftool prog show` lists it).
+    pub id: u32,
+    pub run_time: Duration,
+    pub run_count: u64,
+}
+
+/// The loaded and attached programs and their maps.
+pub struct Bpf {
+    /// Keeps the programs and their links alive.
+    _ebpf: Ebpf,
+    watched: HashMap<MapData, u64, u32>,
+    levels: Array<MapData, Levels>,
+    tasks: HashMap<MapData, u64, TaskState>,
+    hist: PerCpuHashMap<MapData, u64, Hist>,
+    stats: PerCpuArray<MapData, u64>,
+    ringbufs: Option<(RingBuf<MapData>, RingBuf<MapData>)>,
+    /// Userspace copy of `WATCHED`: cgroup id -> level.
+    units: StdHashMap<u64, u32>,
+}
+
+/// The OOM program: name in the object, tracepoint category and name.
+const OOM_PROGRAM: (&str, &str, &str) = ("mark_victim", "oom", "mark_victim");
+
+/// The scheduler programs (BTF tracepoints, named after their tracepoint).
+const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
+
+/// Loads the object with the offsets and threshold set as globals.
+fn load_object(offsets: &Offsets, threshold_ns: u64) -> Result<Ebpf, BpfError> {
+    let o = offsets;
+    let mut loader = EbpfLoader::new();
+    loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
+    for (name, value) in [
+        (globals::OOM_PID, &o.oom_pid),
+        (globals::OOM_COMM, &o.oom_comm),
+        (globals::OOM_TOTAL_VM, &o.oom_total_vm),
+        (globals::OOM_ANON_RSS, &o.oom_anon_rss),
+        (globals::OOM_FILE_RSS, &o.oom_file_rss),
+        (globals::OOM_SHMEM_RSS, &o.oom_shmem_rss),
+        (globals::OOM_UID, &o.oom_uid),
+    ] {
+        loader.override_global(name, value, true);
+    }
+    Ok(loader.load(OBJECT)?)
+}
+
+/// Loads and attaches the BTF tracepoint programs.
+fn attach_btf(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), BpfError> {
+    let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+    for &name in names {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or(BpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| BpfError::Program { name, source })?;
+        prog.load(name, &btf)
+            .map_err(|source| BpfError::Program { name, source })?;
+        prog.attach()
+            .map_err(|source| BpfError::Program { name, source })?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches the named classic tracepoint programs.
+fn attach(ebpf: &mut Ebpf, which: &[(&'static str, &str, &str)]) -> Result<(), BpfError> {
+    for &(name, category, tracepoint) in which {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(BpfError::MissingProgram(name))?
+            .try_into()
+            .map_err(|source| BpfError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| BpfError::Program { name, source })?;
+        prog.attach(category, tracepoint)
+            .map_err(|source| BpfError::Program { name, source })?;
+    }
+    Ok(())
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(BpfError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| BpfError::Map { name, source })
+}
+
+impl Bpf {
+    /// Reads the tracepoint formats, loads the object, attaches all
+    /// programs. Needs root (or CAP_BPF + CAP_PERFMON).
+    pub fn load(config: &BpfConfig) -> Result<Bpf, BpfError> {
+        let root = format::tracefs_root().map_err(format::ReadFormatError::Tracefs)?;
+        let offsets = format::read_formats(&root)?.offsets()?;
+        let threshold_ns = u64::try_from(config.episode_threshold.as_nanos()).unwrap_or(u64::MAX);
+        let mut ebpf = load_object(&offsets, threshold_ns)?;
+        attach(&mut ebpf, &[OOM_PROGRAM])?;
+        attach_btf(&mut ebpf, &SCHED_PROGRAMS)?;
+        let episodes: RingBuf<MapData> = take(&mut ebpf, "EPISODES")?;
+        let ooms: RingBuf<MapData> = take(&mut ebpf, "OOMS")?;
+        Ok(Bpf {
+            watched: take(&mut ebpf, "WATCHED")?,
+            levels: take(&mut ebpf, "LEVELS")?,
+            tasks: take(&mut ebpf, "TASKS")?,
+            hist: take(&mut ebpf, "HIST")?,
+            stats: take(&mut ebpf, "STATS")?,
+            ringbufs: Some((episodes, ooms)),
+            units: StdHashMap::new(),
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Starts tracing a unit's tasks (and those of its child cgroups).
+    /// Idempotent.
+    pub fn watch_unit(&mut self, unit: &Unit) -> Result<(), BpfError> {
+        let id = unit.cgroup_id;
+        let mut units = self.units.clone();
+        units.insert(id, unit.level);
+        let levels = levels_of(&units)?;
+        if !self.units.contains_key(&id) {
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| BpfError::Poll(e))?;
+            let zero =
+                PerCpuValues::try_from(vec![Hist::ZERO; cpus]).map_err(|e| BpfError::Map {
+                    name: "HIST",
+                    source: aya::maps::MapError::IoError(e),
+                })?;
+            self.hist
+                .insert(id, zero, 0)
+                .map_err(|source| BpfError::Map {
+                    name: "HIST",
+                    source,
+                })?;
+        }
+        self.levels
+            .set(0, levels, 0)
+            .map_err(|source| BpfError::Map {
+                name: "LEVELS",
+                source,
+            })?;
+        self.watched
+            .insert(id, unit.level, 0)
+            .map_err(|source| BpfError::Map {
+                name: "WATCHED",
+                source,
+            })?;
+        self.units = units;
+        Ok(())
+    }
+
+    /// Stops tracing a unit and drops its histograms. Idempotent.
+    pub fn unwatch_unit(&mut self, unit: &Unit) -> Result<(), BpfError> {
+        let id = unit.cgroup_id;
+        if self.units.remove(&id).is_none() {
+            return Ok(());
+        }
+        // A missing key (e.g. already gone) is fine here.
+        let _ = self.watched.remove(&id);
+        let _ = self.hist.remove(&id);
+        let levels = levels_of(&self.units)?;
+        self.levels
+            .set(0, levels, 0)
+            .map_err(|source| BpfError::Map {
+                name: "LEVELS",
+                source,
+            })?;
+        // Drop the states of the unit's off-CPU tasks now rather than at
+        // their next switch-in.
+        let stale: Vec<u64> = self
+            .tasks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, st)| st.unit_cgroup_id == id)
+            .map(|(task, _)| task)
+            .collect();
+        for task in stale {
+            let _ = self.tasks.remove(&task);
+        }
+        Ok(())
+    }
+
+    /// Cgroup ids of the watched units.
+    pub fn watched_units(&self) -> impl Iterator<Item = u64> + '_ {
+        self.units.keys().copied()
+    }
+
+    /// Starts draining the ring buffers on the current tokio runtime; the
+    /// receiver gets every episode and OOM kill. Can be taken once.
+    pub fn events(&mut self) -> Result<tokio::sync::mpsc::Receiver<BpfEvent>, BpfError> {
+        let (episodes, ooms) = self.ringbufs.take().ok_or(BpfError::EventsTaken)?;
+        drain::spawn(episodes, ooms)
+    }
+
+    /// Waits in progress of watched tasks at `now_mono_ns` (see
+    /// [`monotonic_ns`]), at least `min` long so far.
+    pub fn ongoing_episodes(&self, now_mono_ns: u64, min: Duration) -> Vec<Episode> {
+        let min_ns = u64::try_from(min.as_nanos()).unwrap_or(u64::MAX);
+        let mut out = Vec::new();
+        for (_, st) in self.tasks.iter().filter_map(Result::ok) {
+            let Some(kind) = EpisodeKind::from_raw(st.kind) else {
+                continue;
+            };
+            if !self.units.contains_key(&st.unit_cgroup_id) {
+                continue;
+            }
+            let so_far = now_mono_ns.saturating_sub(st.start_ns);
+            if so_far < min_ns {
+                continue;
+            }
+            out.push(Episode {
+                unit_cgroup_id: st.unit_cgroup_id,
+                tid: st.tid,
+                tgid: st.tgid,
+                comm: comm_of(st.tid),
+                kind,
+                start_mono_ns: st.start_ns,
+                start: mono_to_wall(st.start_ns),
+                duration: Duration::from_nanos(so_far),
+                ongoing: true,
+            });
+        }
+        out
+    }
+
+    /// The unit's histograms summed over CPUs; `None` if not watched.
+    pub fn histograms(&self, cgroup_id: u64) -> Option<UnitHistograms> {
+        let per_cpu = self.hist.get(&cgroup_id, 0).ok()?;
+        let mut h = UnitHistograms {
+            runqueue: [0; BUCKETS],
+            blocked: [0; BUCKETS],
+        };
+        for cpu in per_cpu.iter() {
+            for i in 0..BUCKETS {
+                h.runqueue[i] += cpu.runqueue[i];
+                h.blocked[i] += cpu.blocked[i];
+            }
+        }
+        Some(h)
+    }
+
+    /// Run-time statistics of the loaded programs (non-zero only while
+    /// `kernel.bpf_stats_enabled` is 1), for benchmarks and debugging.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        self._ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some(ProgramStats {
+                    name: name.to_string(),
+                    id: info.id(),
+                    run_time: info.run_time(),
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
+    }
+
+    /// Kernel-side counters summed over CPUs.
+    pub fn stats(&self) -> BpfStats {
+        let get = |i: u32| -> u64 { self.stats.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        BpfStats {
+            tasks_full: get(STAT_TASKS_FULL),
+            ringbuf_full: get(STAT_RINGBUF_FULL),
+            episodes: get(STAT_EPISODES),
+            ooms: get(STAT_OOMS),
+        }
+    }
+}
+
+/// The distinct levels in use, as the kernel side wants them.
+fn levels_of(units: &StdHashMap<u64, u32>) -> Result<Levels, BpfError> {
+    let mut levels = Levels::default();
+    let mut distinct: Vec<u32> = units.values().copied().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() > MAX_LEVELS {
+        return Err(BpfError::TooManyLevels);
+    }
+    for (i, l) in distinct.iter().enumerate() {
+        levels.levels[i] = *l;
+    }
+    levels.count = distinct.len() as u32;
+    Ok(levels)
+}
+
+/// A task's comm from procfs; empty if unknown (tid 0) or gone. The kernel
+/// side does not copy it, to keep the per-switch path short.
+fn comm_of(tid: u32) -> String {
+    if tid == 0 {
+        return String::new();
+    }
+    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// Upper bound (ns) of log2 bucket `i`, for Prometheus `le` labels.
+pub fn bucket_upper_ns(i: usize) -> u64 {
+    if i + 1 >= 64 {
+        u64::MAX
+    } else {
+        1u64 << (i + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_are_distinct_and_bounded() {
+        let mut units = StdHashMap::new();
+        units.insert(10, 3);
+        units.insert(11, 3);
+        units.insert(12, 2);
+        let l = levels_of(&units).expect("levels");
+        assert_eq!(l.count, 2);
+        assert_eq!(&l.levels[..2], &[2, 3]);
+        for (i, id) in (20..24).enumerate() {
+            units.insert(id, 10 + i as u32);
+        }
+        assert!(matches!(levels_of(&units), Err(BpfError::TooManyLevels)));
+    }
+
+    #[test]
+    fn buckets_match_the_kernel_side() {
+        assert_eq!(agent_common::hist_bucket(0), 0);
+        assert_eq!(agent_common::hist_bucket(1), 0);
+        assert_eq!(agent_common::hist_bucket(2), 1);
+        assert_eq!(agent_common::hist_bucket(1023), 9);
+        assert_eq!(agent_common::hist_bucket(1024), 10);
+        assert_eq!(agent_common::hist_bucket(u64::MAX), BUCKETS - 1);
+        assert_eq!(bucket_upper_ns(9), 1024);
+    }
+
+    #[test]
+    fn the_object_is_embedded() {
+        assert!(OBJECT.starts_with(b"\x7fELF"), "not an ELF object");
+    }
+}

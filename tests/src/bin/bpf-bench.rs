@@ -1,0 +1,287 @@
+//! Benchmark: mean cost per event of each t3pressure BPF program under a
+//! context-switch-heavy load (a pipe ping-pong pinned to one CPU), with no
+//! watched task involved and with both tasks watched, next to bpftrace's
+//! run-queue latency one-liner on the same load in the same run.
+//!
+//! Run as root: `cargo run -p t3pressure-tests --bin bpf-bench [secs]`.
+//! Turns `kernel.bpf_stats_enabled` on and restores it afterwards. Prints
+//! figures; asserts nothing.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use t3pressure::sources::bpf::{Bpf, BpfConfig};
+use t3pressure_tests::cgroup::{cgroup2_root, unit_at, TestCgroups};
+
+const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// The run-queue latency one-liner (bpftrace's runqlat.bt, tracepoint form).
+const RUNQLAT: &str = "tracepoint:sched:sched_wakeup,tracepoint:sched:sched_wakeup_new \
+{ @qtime[args->pid] = nsecs; } \
+tracepoint:sched:sched_switch { if (args->prev_state == 0) { @qtime[args->prev_pid] = nsecs; } \
+$ns = @qtime[args->next_pid]; if ($ns) { @usecs = hist((nsecs - $ns) / 1000); } \
+delete(@qtime[args->next_pid]); }";
+
+/// The floor: a program that only counts, on the same tracepoint.
+const COUNT_ONLY: &str = "tracepoint:sched:sched_switch { @c = count(); }";
+
+/// Starts bpftrace and waits until its probes are attached.
+fn bpftrace(script: &str) -> std::process::Child {
+    let mut bt = Command::new("bpftrace")
+        .args(["-e", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bpftrace (apt-get install bpftrace)");
+    let stdout = bt.stdout.take().expect("bpftrace stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.starts_with("Attaching") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("bpftrace did not start"),
+        }
+    }
+    // Keep draining its stdout so that it never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    std::thread::sleep(Duration::from_millis(500));
+    bt
+}
+
+fn stop(mut bt: std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+    let _ = bt.wait();
+}
+
+/// Restores `kernel.bpf_stats_enabled` on drop.
+struct StatsGuard(String);
+
+impl StatsGuard {
+    fn enable() -> StatsGuard {
+        let old = std::fs::read_to_string(STATS).expect("read bpf_stats_enabled");
+        std::fs::write(STATS, "1").expect("enable bpf stats");
+        StatsGuard(old.trim().to_string())
+    }
+}
+
+impl Drop for StatsGuard {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::write(STATS, &self.0) {
+            eprintln!("could not restore {STATS} to {}: {e}", self.0);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Run {
+    ns: u64,
+    cnt: u64,
+}
+
+/// Run time and count of every loaded program, by id, with its name.
+fn snapshot() -> HashMap<u32, (String, Run)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| {
+            let name = p.name_as_str().unwrap_or("?").to_string();
+            let run = Run {
+                ns: p.run_time().as_nanos() as u64,
+                cnt: p.run_count(),
+            };
+            (p.id(), (name, run))
+        })
+        .collect()
+}
+
+fn delta(
+    a: &HashMap<u32, (String, Run)>,
+    b: &HashMap<u32, (String, Run)>,
+) -> Vec<(u32, String, Run)> {
+    let mut out: Vec<_> = b
+        .iter()
+        .filter_map(|(id, (name, rb))| {
+            let ra = a.get(id).map(|x| x.1).unwrap_or_default();
+            let d = Run {
+                ns: rb.ns.saturating_sub(ra.ns),
+                cnt: rb.cnt.saturating_sub(ra.cnt),
+            };
+            (d.cnt > 0).then(|| (*id, name.clone(), d))
+        })
+        .collect();
+    out.sort_by_key(|x| x.0);
+    out
+}
+
+fn pingpong(helper: &Path, cgroup: &Path, secs: u64) -> u64 {
+    let out = Command::new(helper)
+        .arg("--join")
+        .arg(cgroup.join("cgroup.procs"))
+        .args(["pingpong", &secs.to_string(), "0"])
+        .output()
+        .expect("run ping-pong");
+    assert!(out.status.success(), "ping-pong failed");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .strip_prefix("round trips ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mean(r: Run) -> f64 {
+    r.ns as f64 / r.cnt.max(1) as f64
+}
+
+/// One phase: the load, then each program's mean ns per event.
+fn phase(
+    label: &str,
+    helper: &Path,
+    cgroup: &Path,
+    secs: u64,
+    ours: &HashMap<u32, String>,
+) -> HashMap<String, f64> {
+    let a = snapshot();
+    let trips = pingpong(helper, cgroup, secs);
+    let b = snapshot();
+    println!(
+        "\n== {label}: {trips} round trips in {secs} s ({:.0}/s)",
+        trips as f64 / secs as f64
+    );
+    let mut means = HashMap::new();
+    for (id, name, run) in delta(&a, &b) {
+        let who = if let Some(n) = ours.get(&id) {
+            format!("t3pressure {n}")
+        } else {
+            format!("other      {name}")
+        };
+        println!(
+            "  {who:<34} id {id:>5}  {:>9} events  {:>7.1} ns/event",
+            run.cnt,
+            mean(run)
+        );
+        let key = ours
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| format!("other:{name}"));
+        means.insert(key, mean(run));
+    }
+    means
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("bpf-bench needs root");
+        std::process::exit(1);
+    }
+    let secs: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let helper: PathBuf = std::env::current_exe()
+        .expect("current exe")
+        .with_file_name("t3ptest-helper");
+    assert!(
+        helper.exists(),
+        "build the helper: cargo build -p t3pressure-tests --bins"
+    );
+
+    let mut cgs = TestCgroups::new(&cgroup2_root(), &format!("t3pbench-{}", std::process::id()));
+    let unit_dir = cgs.child("t3-serve@bench.service");
+    let other_dir = cgs.child("other.service");
+    let unit = unit_at(&unit_dir);
+
+    let _stats = StatsGuard::enable();
+    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
+    bpf.watch_unit(&unit).expect("watch unit");
+    let ours: HashMap<u32, String> = bpf
+        .program_stats()
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+
+    let base = phase(
+        "unwatched: ping-pong outside the watched unit",
+        &helper,
+        &other_dir,
+        secs,
+        &ours,
+    );
+    let watched = phase(
+        "watched: ping-pong inside the watched unit",
+        &helper,
+        &unit_dir,
+        secs,
+        &ours,
+    );
+
+    let bt = bpftrace(RUNQLAT);
+    let side = phase(
+        "same run, bpftrace runqlat attached too (ping-pong outside the unit)",
+        &helper,
+        &other_dir,
+        secs,
+        &ours,
+    );
+    stop(bt);
+    let bt = bpftrace(COUNT_ONLY);
+    let floor = phase(
+        "floor: bpftrace count-only sched_switch program attached too",
+        &helper,
+        &other_dir,
+        secs,
+        &ours,
+    );
+    stop(bt);
+
+    let bt_switch = side
+        .iter()
+        .filter(|(k, _)| k.starts_with("other:") && k.contains("sched_switch"))
+        .map(|(_, v)| *v)
+        .next();
+    println!("\n== summary (mean ns per event)");
+    for prog in [
+        "sched_switch",
+        "sched_wakeup",
+        "sched_wakeup_new",
+        "mark_victim",
+    ] {
+        println!(
+            "  {prog:<17} unwatched {:>7}  watched {:>7}  (bpftrace side-by-side run: {:>7})",
+            base.get(prog)
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+            watched
+                .get(prog)
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+            side.get(prog)
+                .map_or("-".to_string(), |v| format!("{v:.1}")),
+        );
+    }
+    match bt_switch {
+        Some(b) => {
+            let ours_side = side.get("sched_switch").copied().unwrap_or(f64::NAN);
+            let w = watched.get("sched_switch").copied().unwrap_or(f64::NAN);
+            println!("  bpftrace runqlat sched_switch: {b:.1} ns/event");
+            println!(
+                "  ratio t3pressure/bpftrace sched_switch: unwatched {:.2} (same run), watched {:.2}",
+                ours_side / b,
+                w / b
+            );
+        }
+        None => println!("  bpftrace's sched_switch program not found among loaded programs"),
+    }
+    if let Some(f) = floor
+        .iter()
+        .filter(|(k, _)| k.starts_with("other:") && k.contains("sched_switch"))
+        .map(|(_, v)| *v)
+        .next()
+    {
+        println!("  floor on this host (a sched_switch program that only counts): {f:.1} ns/event");
+    }
+    bpf.unwatch_unit(&unit).expect("unwatch");
+    drop(bpf);
+    drop(cgs);
+}

@@ -1,0 +1,103 @@
+//! Root + BPF on this hybrid host: a real memcg OOM kill in a v1 memory
+//! cgroup of the test's own, with the victim in a unit-shaped cgroup2
+//! directory, arrives as one `oom:mark_victim` event for the right pid and
+//! unit.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use t3pressure::sources::bpf::{Bpf, BpfConfig, BpfEvent};
+use t3pressure_tests::cgroup::{cgroup2_root, own_memory_v1_cgroup, unit_at, TestCgroups};
+use t3pressure_tests::env::{collect_events, require_root_bpf, runtime, serial};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_t3ptest-helper");
+const LIMIT: u64 = 64 << 20;
+
+fn oom_kills(memcg: &std::path::Path) -> u64 {
+    std::fs::read_to_string(memcg.join("memory.oom_control"))
+        .expect("read memory.oom_control")
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("oom_kill line in memory.oom_control")
+}
+
+#[test]
+fn memcg_oom_kill_is_one_event_for_the_unit() {
+    require_root_bpf();
+    let _serial = serial();
+    let v1 = own_memory_v1_cgroup().expect(
+        "this test needs a v1 memory controller (hybrid host); on a unified host use the VM suite",
+    );
+    let name = format!("t3ptest-{}", std::process::id());
+    let memcg = TestCgroups::new(&v1, &format!("{name}-oom"));
+    for file in ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"] {
+        let path = memcg.top.join(file);
+        if path.exists() || file == "memory.limit_in_bytes" {
+            std::fs::write(&path, LIMIT.to_string())
+                .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
+    }
+    let mut cgs = TestCgroups::new(&cgroup2_root(), &format!("{name}-oom"));
+    let unit_dir = cgs.child("t3-serve@oomtest.service");
+    let unit = unit_at(&unit_dir);
+
+    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
+    bpf.watch_unit(&unit).expect("watch unit");
+    let rt = runtime();
+    let mut rx = {
+        let _g = rt.enter();
+        bpf.events().expect("events")
+    };
+    let before = oom_kills(&memcg.top);
+
+    // Capped at 4x the limit so that a failed join cannot hurt the host.
+    let mut child = Command::new(HELPER)
+        .arg("--join")
+        .arg(memcg.top.join("cgroup.procs"))
+        .arg("--join")
+        .arg(unit_dir.join("cgroup.procs"))
+        .args(["alloc", "256"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn allocating helper");
+    let pid = child.id();
+    let status = child.wait().expect("wait for helper");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "helper was not OOM-killed: {status}"
+    );
+
+    let events = collect_events(&rt, &mut rx, Duration::from_millis(500));
+    let ooms: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            BpfEvent::Oom(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ooms.len(), 1, "expected one OOM event: {events:?}");
+    let o = ooms[0];
+    eprintln!("{o:?}");
+    assert_eq!(o.pid, pid);
+    assert_eq!(o.comm, "t3ptest-helper");
+    assert_eq!(
+        o.unit_cgroup_id,
+        Some(unit.cgroup_id),
+        "OOM not attributed to the unit"
+    );
+    assert_eq!(o.uid, 0);
+    assert!(
+        o.anon_rss >= LIMIT / 2 && o.anon_rss <= LIMIT + (8 << 20),
+        "anon rss {} for a {} limit",
+        o.anon_rss,
+        LIMIT
+    );
+    assert_eq!(
+        oom_kills(&memcg.top),
+        before + 1,
+        "memory.oom_control oom_kill did not move by 1"
+    );
+}

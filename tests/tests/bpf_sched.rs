@@ -1,0 +1,204 @@
+//! Root + BPF on this host: run-queue wait and D-state episodes of tasks in
+//! a unit-shaped cgroup2 directory, and nothing for the same load outside.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use t3pressure::sources::bpf::{monotonic_ns, Bpf, BpfConfig, BpfEvent, Episode, EpisodeKind};
+use t3pressure_tests::cgroup::{cgroup2_root, unit_at, TestCgroups};
+use t3pressure_tests::env::{collect_events, require_root_bpf, runtime, serial};
+
+const HELPER: &str = env!("CARGO_BIN_EXE_t3ptest-helper");
+
+fn helper(cgroup: &Path, args: &[&str]) -> Child {
+    let procs = cgroup.join("cgroup.procs");
+    Command::new(HELPER)
+        .arg("--join")
+        .arg(&procs)
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn test helper")
+}
+
+fn wait_ok(mut child: Child) {
+    let status = child.wait().expect("wait for helper");
+    assert!(status.success(), "helper failed: {status}");
+}
+
+fn episodes_of(events: &[BpfEvent], tgid: u32) -> Vec<&Episode> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BpfEvent::Episode(ep) if ep.tgid == tgid => Some(ep),
+            _ => None,
+        })
+        .collect()
+}
+
+fn setup() -> (TestCgroups, std::path::PathBuf, std::path::PathBuf) {
+    let mut cgs = TestCgroups::new(
+        &cgroup2_root(),
+        &format!(
+            "t3ptest-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        )
+        .replace(['(', ')'], ""),
+    );
+    let unit = cgs.child("t3-serve@x.service");
+    let other = cgs.child("other.service");
+    (cgs, unit, other)
+}
+
+#[test]
+fn runqueue_wait_inside_the_unit_only() {
+    require_root_bpf();
+    let _serial = serial();
+    let (_cgs, unit_dir, other_dir) = setup();
+    let unit = unit_at(&unit_dir);
+    let mut bpf = Bpf::load(&BpfConfig {
+        episode_threshold: Duration::from_millis(2),
+    })
+    .expect("load BPF");
+    bpf.watch_unit(&unit).expect("watch unit");
+    let rt = runtime();
+    let mut rx = {
+        let _g = rt.enter();
+        bpf.events().expect("events")
+    };
+
+    // Same load outside the unit: 3 spinning threads on CPU 0.
+    let outside = helper(&other_dir, &["busy", "3", "0", "1000"]);
+    let out_pid = outside.id();
+    wait_ok(outside);
+    let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
+    let h = bpf
+        .histograms(unit.cgroup_id)
+        .expect("histograms of a watched unit");
+    let outside_count: u64 = h.runqueue.iter().sum();
+    assert_eq!(
+        outside_count, 0,
+        "run-queue wait counted for a load outside the unit"
+    );
+    assert!(
+        episodes_of(&events, out_pid).is_empty(),
+        "episodes from outside the unit"
+    );
+
+    // Inside.
+    let inside = helper(&unit_dir, &["busy", "3", "0", "1000"]);
+    let in_pid = inside.id();
+    wait_ok(inside);
+    let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
+    let h = bpf.histograms(unit.cgroup_id).expect("histograms");
+    let total: u64 = h.runqueue.iter().sum();
+    // Waits of at least 1 ms (2^20 ns): time slices of the two others.
+    let long: u64 = h.runqueue[20..].iter().sum();
+    let eps = episodes_of(&events, in_pid);
+    eprintln!(
+        "inside: {total} run-queue waits, {long} >= 1 ms, {} episodes >= 2 ms",
+        eps.len()
+    );
+    assert!(long >= 20, "too few run-queue waits >= 1 ms: {h:?}");
+    assert!(
+        !eps.is_empty(),
+        "no run-queue episode >= 2 ms from the unit"
+    );
+    assert!(eps
+        .iter()
+        .all(|e| e.kind == EpisodeKind::Runqueue && e.unit_cgroup_id == unit.cgroup_id));
+    assert_eq!(bpf.stats().tasks_full, 0);
+}
+
+#[test]
+fn blocked_episode_length_and_in_progress() {
+    require_root_bpf();
+    let _serial = serial();
+    let (_cgs, unit_dir, other_dir) = setup();
+    let unit = unit_at(&unit_dir);
+    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
+    bpf.watch_unit(&unit).expect("watch unit");
+    let rt = runtime();
+    let mut rx = {
+        let _g = rt.enter();
+        bpf.events().expect("events")
+    };
+
+    // Outside: no episode.
+    let outside = helper(&other_dir, &["vfork", "400"]);
+    let out_pid = outside.id();
+    wait_ok(outside);
+
+    // Inside, 400 ms in D.
+    let inside = helper(&unit_dir, &["vfork", "400"]);
+    let in_pid = inside.id();
+    wait_ok(inside);
+    let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
+    assert!(
+        episodes_of(&events, out_pid).is_empty(),
+        "episode from outside the unit"
+    );
+    let blocked: Vec<_> = episodes_of(&events, in_pid)
+        .into_iter()
+        .filter(|e| e.kind == EpisodeKind::Blocked)
+        .collect();
+    assert_eq!(blocked.len(), 1, "expected one blocked episode: {events:?}");
+    let d = blocked[0].duration.as_secs_f64();
+    eprintln!("blocked episode: {d:.4} s for 0.400 s in D");
+    assert!(
+        (d - 0.4).abs() <= 0.04,
+        "blocked {d} s, expected 0.4 s +-10%"
+    );
+    assert_eq!(blocked[0].tid, in_pid);
+    let h = bpf.histograms(unit.cgroup_id).expect("histograms");
+    assert!(
+        h.blocked[28..].iter().sum::<u64>() >= 1,
+        "D state not in the histogram"
+    );
+
+    // In progress: 1.5 s in D, looked at after 0.6 s.
+    let long = helper(&unit_dir, &["vfork", "1500"]);
+    let long_pid = long.id();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(600));
+    let ongoing = bpf.ongoing_episodes(monotonic_ns(), Duration::from_millis(100));
+    let mine: Vec<_> = ongoing
+        .iter()
+        .filter(|e| e.tid == long_pid && e.kind == EpisodeKind::Blocked)
+        .collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "in-progress D episode not visible: {ongoing:?}"
+    );
+    let so_far = mine[0].duration.as_secs_f64();
+    let elapsed = t0.elapsed().as_secs_f64();
+    eprintln!("in progress: {so_far:.3} s so far after {elapsed:.3} s");
+    assert!(
+        so_far > 0.4 && so_far <= elapsed,
+        "in-progress duration {so_far}"
+    );
+    assert!(mine[0].ongoing);
+    assert_eq!(mine[0].tgid, long_pid);
+    assert_eq!(mine[0].comm, "t3ptest-helper");
+    wait_ok(long);
+    let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
+    let done: Vec<_> = episodes_of(&events, long_pid)
+        .into_iter()
+        .filter(|e| e.kind == EpisodeKind::Blocked)
+        .collect();
+    assert_eq!(done.len(), 1, "{events:?}");
+    let d = done[0].duration.as_secs_f64();
+    assert!(
+        (d - 1.5).abs() <= 0.15,
+        "blocked {d} s, expected 1.5 s +-10%"
+    );
+    // Finished: no longer in progress.
+    let ongoing = bpf.ongoing_episodes(monotonic_ns(), Duration::ZERO);
+    assert!(ongoing.iter().all(|e| e.tid != long_pid));
+
+    bpf.unwatch_unit(&unit).expect("unwatch");
+    assert!(bpf.histograms(unit.cgroup_id).is_none());
+}
