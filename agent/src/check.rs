@@ -390,13 +390,31 @@ fn tracefs() -> Item {
     }
 }
 
+/// Loads the embedded object and attaches the OOM program for real.
 fn bpf() -> Item {
-    // HOOK(bpf): replaced by the loader's probe when the eBPF side lands.
+    let report = crate::sources::bpf::probe::probe();
+    if report.loaded {
+        return Item {
+            name: "bpf",
+            status: Status::Ok,
+            detail: "embedded eBPF object loads; oom:mark_victim attaches".into(),
+            fix: None,
+        };
+    }
+    let failed: Vec<&crate::sources::bpf::probe::ProbeItem> =
+        report.items.iter().filter(|i| !i.ok).collect();
     Item {
         name: "bpf",
         status: Status::Warn,
-        detail: "BPF probe not built yet: the agent runs on PSI alone".into(),
-        fix: None,
+        detail: format!(
+            "BPF unavailable, the agent runs on PSI alone: {}",
+            failed
+                .iter()
+                .map(|i| format!("{}: {}", i.name, i.detail))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        fix: failed.iter().find_map(|i| i.fix.clone()),
     }
 }
 

@@ -31,6 +31,11 @@ fn check_reports_this_hybrid_host() {
     );
     assert_eq!(item("psi")["status"], "ok");
     assert_eq!(item("btf")["status"], "ok");
+    let bpf = item("bpf");
+    assert_eq!(
+        bpf["status"], "ok",
+        "the embedded object loads and attaches here: {bpf}"
+    );
     assert_eq!(item("cgroup v2")["status"], "missing");
     let controllers = item("controllers");
     assert_eq!(controllers["status"], "missing");

@@ -3,6 +3,7 @@
 //! host at the normal interval), updates the model, the metrics and the
 //! snapshot, which the HTTP endpoint serves. SIGTERM/SIGINT stop it cleanly.
 
+mod bpf;
 mod detect;
 
 use std::collections::BTreeMap;
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::actions::killer::PidfdKiller;
 use crate::config::Config;
 use crate::detectors::runaway::UnitInput;
-use crate::detectors::stall::StallTick;
+use crate::detectors::stall::{Episode as StallEpisode, StallTick};
 use crate::detectors::{Detectors, UnitTick};
 use crate::model::event::{unix_seconds, Event, EventBody};
 use crate::model::sample::{Unit, UnitSample};
@@ -111,16 +112,16 @@ pub async fn run(
         "t3pressure starting"
     );
 
-    // HOOK(bpf): load and attach the eBPF programs here (unless --no-bpf),
-    // feed their events into the loop below, and set `bpf_error` on failure.
-    let bpf_error = if config.no_bpf {
-        Some("disabled by --no-bpf".to_string())
-    } else {
-        Some("eBPF loader not built into this agent yet".to_string())
+    let (bpf, bpf_rx, bpf_error) = match bpf::load(&config) {
+        Ok((feed, rx)) => {
+            tracing::info!("eBPF programs loaded: scheduler stalls and OOM kills are traced");
+            (Some(feed), Some(rx), None)
+        }
+        Err(why) => {
+            tracing::warn!("BPF not loaded ({why}): stall windows come from PSI alone");
+            (None, None, Some(why))
+        }
     };
-    if let Some(why) = &bpf_error {
-        tracing::warn!("BPF not loaded ({why}): stall windows come from PSI alone");
-    }
     metrics.set_bpf_loaded(bpf_error.is_none());
 
     // The log must never stop the agent from protecting the host: if it
@@ -177,6 +178,7 @@ pub async fn run(
             ..Model::default()
         },
         detectors,
+        bpf,
         events,
         history: BTreeMap::new(),
         inputs: BTreeMap::new(),
@@ -189,7 +191,7 @@ pub async fn run(
         host_due: Instant::now(),
         last_host_pass: None,
     };
-    sampling.run(changes, shutdown).await;
+    sampling.run(changes, bpf_rx, shutdown).await;
 
     tracing::info!("shutting down");
     append(
@@ -206,6 +208,16 @@ pub async fn run(
     }
     drop(stop_rx);
     Ok(())
+}
+
+/// The next BPF event; never resolves without BPF.
+async fn recv_bpf(
+    rx: &mut Option<mpsc::Receiver<crate::sources::bpf::BpfEvent>>,
+) -> Option<crate::sources::bpf::BpfEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Appends one event to the log, if there is one; a failed write is logged
@@ -229,6 +241,8 @@ struct Loop {
     /// READY=1 after the first pass, WATCHDOG=1 from every pass.
     notifier: Notifier,
     detectors: Detectors,
+    /// `None` without BPF (PSI alone).
+    bpf: Option<bpf::BpfFeed>,
     events: Option<EventLog>,
     history: BTreeMap<String, detect::UserHistory>,
     /// The runaway policy's view of each unit at its last sample.
@@ -247,6 +261,7 @@ impl Loop {
     async fn run(
         &mut self,
         mut changes: mpsc::UnboundedReceiver<Change>,
+        mut bpf_rx: Option<mpsc::Receiver<crate::sources::bpf::BpfEvent>>,
         shutdown: impl Future<Output = ()>,
     ) {
         // Discovery sent the units present at start before returning.
@@ -290,6 +305,16 @@ impl Loop {
                         continue;
                     }
                 },
+                e = recv_bpf(&mut bpf_rx) => {
+                    match e {
+                        Some(e) => self.bpf_event(e),
+                        None => {
+                            tracing::error!("the eBPF event feed stopped; episodes and OOM kills are no longer seen");
+                            bpf_rx = None;
+                        }
+                    }
+                    continue;
+                }
                 _ = tokio::time::sleep_until(next.into()) => {}
             }
             self.pass().await;
@@ -304,7 +329,9 @@ impl Loop {
             Change::Added(u) => {
                 tracing::info!(user = %u.user, cgroup_id = u.cgroup_id, "watching {}", u.path.display());
                 self.metrics.add_unit(&u.user, &u.name);
-                // HOOK(bpf): add u.cgroup_id at u.level to the BPF filter map.
+                if let Some(b) = self.bpf.as_mut() {
+                    b.watch(&u);
+                }
                 append(
                     &mut self.events,
                     EventBody::UnitStart {
@@ -333,7 +360,9 @@ impl Loop {
             if let Some(s) = self.sampler.as_mut() {
                 s.errors.forget_unit(&u.name);
             }
-            // HOOK(bpf): remove the cgroup id from the filter map.
+            if let Some(b) = self.bpf.as_mut() {
+                b.unwatch(u);
+            }
             self.inputs.remove(&u.user);
             self.history.remove(&u.user);
             append(
@@ -424,6 +453,12 @@ impl Loop {
             &self.inputs,
             &self.history,
         );
+        if let Some(b) = &self.bpf {
+            b.annotate(&mut snapshot, &self.model);
+            if host_sampled {
+                b.export_histograms(&self.model, &self.metrics);
+            }
+        }
         self.http.publish(self.metrics.render(), snapshot);
     }
 
@@ -432,8 +467,19 @@ impl Loop {
     /// next sampling interval.
     fn detect(&mut self, sampled: &[Unit], host_sampled: bool, now: Instant) {
         let wall = unix_seconds(SystemTime::now());
+        // The serve main thread's scheduler episodes, per sampled unit.
+        let episodes: Vec<Vec<StallEpisode>> = sampled
+            .iter()
+            .map(|unit| {
+                let serve = self.model.units.get(&unit.path).and_then(|s| s.serve_pid);
+                self.bpf
+                    .as_mut()
+                    .map(|b| b.serve_episodes(unit, serve))
+                    .unwrap_or_default()
+            })
+            .collect();
         let mut ticks = Vec::with_capacity(sampled.len());
-        for unit in sampled {
+        for (unit, episodes) in sampled.iter().zip(&episodes) {
             let Some(state) = self.model.units.get(&unit.path) else {
                 continue;
             };
@@ -445,8 +491,7 @@ impl Loop {
                     now: wall,
                     interval_s: state.pressure.dt_s,
                     shares: detect::stall_shares(&state.pressure),
-                    // HOOK(bpf): episodes of the serve's main thread.
-                    episodes: &[],
+                    episodes,
                     culprit: None,
                 },
                 runaway: input,
@@ -469,6 +514,25 @@ impl Loop {
                 self.model.set_interval(&unit.path, interval, now);
             }
             self.inputs.insert(user, t.runaway);
+        }
+    }
+
+    fn bpf_event(&mut self, e: crate::sources::bpf::BpfEvent) {
+        use crate::sources::bpf::BpfEvent;
+        match e {
+            BpfEvent::Episode(ep) => {
+                if let Some(b) = self.bpf.as_mut() {
+                    b.episode(ep);
+                }
+            }
+            BpfEvent::Oom(v) => {
+                let (_, kill, _) = bpf::oom_kill(&v, &self.model);
+                tracing::warn!(
+                    user = ?kill.user, pid = kill.pid, comm = %kill.comm, scope = kill.scope.as_str(),
+                    anon_rss = kill.anon_rss, "kernel OOM kill"
+                );
+                self.record(EventBody::OomKill(kill));
+            }
         }
     }
 

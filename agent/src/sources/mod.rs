@@ -1,3 +1,9 @@
 //! Sources: typed, stateless reads of cgroupfs and procfs, unit discovery,
 //! and the eBPF programs' feeds.
+
 pub mod bpf;
+pub mod cgroupfs;
+pub mod discovery;
+pub mod host;
+pub mod procfs;
+pub mod sampler;

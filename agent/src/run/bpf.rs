@@ -1,0 +1,244 @@
+//! Glue between the eBPF programs and the run loop: loading (or saying why
+//! not), keeping the watched-units map in step with discovery, turning
+//! scheduler episodes into the stall detector's input and the snapshot's
+//! episode list, OOM victims into events (memcg or global), and the kernel
+//! histograms into metrics.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use crate::config::Config;
+use crate::detectors::stall::{Episode as StallEpisode, EpisodeKind as StallKind};
+use crate::model::event::{unix_seconds, OomKill, OomScope};
+use crate::model::sample::Unit;
+use crate::model::state::Model;
+use crate::outputs::log2_histogram::LOG2_SLOTS;
+use crate::outputs::metrics::{Metrics, SchedHistogram};
+use crate::outputs::snapshot::{EpisodeInfo, Snapshot};
+use crate::sources::bpf::monotonic_ns;
+use crate::sources::bpf::{Bpf, BpfConfig, BpfEvent, Episode, EpisodeKind, OomVictim, BUCKETS};
+use crate::sources::cgroupfs::read_memory_events;
+
+/// Finished episodes kept per unit for the snapshot.
+const RECENT_EPISODES: usize = 32;
+/// Episodes waiting for the next detector tick, per unit (bounded so a
+/// storm of short waits cannot grow memory).
+const PENDING_EPISODES: usize = 4096;
+
+/// The loaded programs plus per-unit buffers.
+pub struct BpfFeed {
+    bpf: Bpf,
+    threshold: Duration,
+    /// Finished episodes since the last detector tick, by unit cgroup id.
+    pending: BTreeMap<u64, Vec<Episode>>,
+    /// Recent finished episodes, newest first, by unit cgroup id.
+    recent: BTreeMap<u64, VecDeque<Episode>>,
+}
+
+/// Loads and attaches the programs unless `--no-bpf`; the error says why
+/// BPF is off, for the log, the snapshot and `t3pressure_bpf_loaded 0`.
+pub fn load(config: &Config) -> Result<(BpfFeed, tokio::sync::mpsc::Receiver<BpfEvent>), String> {
+    if config.no_bpf {
+        return Err("disabled by --no-bpf".into());
+    }
+    let threshold = Duration::from_millis(config.episode_threshold_ms);
+    let mut bpf = Bpf::load(&BpfConfig {
+        episode_threshold: threshold,
+    })
+    .map_err(|e| format!("{e} (`t3pressure check` says how to fix it)"))?;
+    let rx = bpf.events().map_err(|e| e.to_string())?;
+    Ok((
+        BpfFeed {
+            bpf,
+            threshold,
+            pending: BTreeMap::new(),
+            recent: BTreeMap::new(),
+        },
+        rx,
+    ))
+}
+
+impl BpfFeed {
+    pub fn watch(&mut self, unit: &Unit) {
+        if let Err(e) = self.bpf.watch_unit(unit) {
+            tracing::error!(user = %unit.user, "cannot trace this unit's tasks: {e}");
+        }
+    }
+
+    pub fn unwatch(&mut self, unit: &Unit) {
+        self.pending.remove(&unit.cgroup_id);
+        self.recent.remove(&unit.cgroup_id);
+        if let Err(e) = self.bpf.unwatch_unit(unit) {
+            tracing::warn!(user = %unit.user, "cannot untrace this unit: {e}");
+        }
+    }
+
+    /// A finished episode from the ring buffer.
+    pub fn episode(&mut self, e: Episode) {
+        let pending = self.pending.entry(e.unit_cgroup_id).or_default();
+        if pending.len() < PENDING_EPISODES {
+            pending.push(e.clone());
+        }
+        let recent = self.recent.entry(e.unit_cgroup_id).or_default();
+        recent.push_front(e);
+        recent.truncate(RECENT_EPISODES);
+    }
+
+    /// The serve main thread's episodes for the stall detector: the
+    /// finished ones since the last call and the ones still in progress.
+    /// The main thread of the serve process has tid == pid.
+    pub fn serve_episodes(&mut self, unit: &Unit, serve_pid: Option<i32>) -> Vec<StallEpisode> {
+        let pending = self.pending.remove(&unit.cgroup_id).unwrap_or_default();
+        let Some(tid) = serve_pid.and_then(|p| u32::try_from(p).ok()) else {
+            return Vec::new();
+        };
+        let ongoing = self
+            .bpf
+            .ongoing_episodes(monotonic_ns(), self.threshold)
+            .into_iter()
+            .filter(|e| e.unit_cgroup_id == unit.cgroup_id);
+        pending
+            .into_iter()
+            .chain(ongoing)
+            .filter(|e| e.tid == tid)
+            .map(|e| stall_episode(&e))
+            .collect()
+    }
+
+    /// Per-user scheduler histograms, read from the kernel's per-CPU maps.
+    pub fn export_histograms(&self, model: &Model, metrics: &Metrics) {
+        for u in model.units.values() {
+            if let Some(h) = self.bpf.histograms(u.unit.cgroup_id) {
+                let (counts, sum) = to_usec_slots(&h.runqueue);
+                metrics.set_sched_histogram(
+                    SchedHistogram::RunqueueWait,
+                    &u.unit.user,
+                    &counts,
+                    sum,
+                );
+                let (counts, sum) = to_usec_slots(&h.blocked);
+                metrics.set_sched_histogram(SchedHistogram::Blocked, &u.unit.user, &counts, sum);
+            }
+        }
+    }
+
+    /// The snapshot's episodes per unit: in progress first, then recent.
+    pub fn annotate(&self, snap: &mut Snapshot, model: &Model) {
+        let ongoing = self.bpf.ongoing_episodes(monotonic_ns(), self.threshold);
+        for info in &mut snap.units {
+            let Some(state) = model.units.values().find(|s| s.unit.user == info.user) else {
+                continue;
+            };
+            let id = state.unit.cgroup_id;
+            info.episodes = ongoing
+                .iter()
+                .filter(|e| e.unit_cgroup_id == id)
+                .chain(self.recent.get(&id).into_iter().flatten())
+                .map(episode_info)
+                .collect();
+        }
+    }
+}
+
+fn stall_episode(e: &Episode) -> StallEpisode {
+    let start = unix_seconds(e.start);
+    StallEpisode {
+        kind: match e.kind {
+            EpisodeKind::Runqueue => StallKind::Runqueue,
+            EpisodeKind::Blocked => StallKind::Blocked,
+        },
+        start,
+        end: (!e.ongoing).then_some(start + e.duration.as_secs_f64()),
+    }
+}
+
+fn episode_info(e: &Episode) -> EpisodeInfo {
+    EpisodeInfo {
+        tid: i32::try_from(e.tid).unwrap_or(-1),
+        tgid: i32::try_from(e.tgid).unwrap_or(-1),
+        comm: e.comm.clone(),
+        kind: match e.kind {
+            EpisodeKind::Runqueue => "runqueue".into(),
+            EpisodeKind::Blocked => "blocked".into(),
+        },
+        start: unix_seconds(e.start),
+        duration_s: e.duration.as_secs_f64(),
+        ongoing: e.ongoing,
+    }
+}
+
+/// The kernel counts waits in log2 nanosecond buckets (`[2^i, 2^(i+1))`
+/// ns); the exported histogram has log2 microsecond slots (`(2^(j-1), 2^j]`
+/// µs). Bucket i's upper bound 2^(i+1) ns is at most 2^(i-8) µs, so it goes
+/// to slot i-8: never reported as shorter than it was. The kernel keeps no
+/// sum; it is estimated at each bucket's middle (1.5 * 2^i ns).
+pub fn to_usec_slots(ns_buckets: &[u64; BUCKETS]) -> (Vec<u64>, f64) {
+    let mut slots = vec![0u64; LOG2_SLOTS];
+    let mut sum = 0.0;
+    for (i, &n) in ns_buckets.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let j = i.saturating_sub(8).min(LOG2_SLOTS - 1);
+        slots[j] += n;
+        sum += n as f64 * 1.5 * (1u64 << i.min(63)) as f64 / 1e9;
+    }
+    (slots, sum)
+}
+
+/// An OOM victim as an event. Memcg when the unit's `memory.events` `oom`
+/// (the unit hit MemoryMax) moved since its last sample; `oom_kill` moves
+/// for any kill of a task in the unit, global ones included, so it cannot
+/// tell the two apart.
+pub fn oom_kill(v: &OomVictim, model: &Model) -> (Option<String>, OomKill, f64) {
+    let state = v
+        .unit_cgroup_id
+        .and_then(|id| model.units.values().find(|s| s.unit.cgroup_id == id));
+    let scope = match state {
+        Some(s) => {
+            let before = s
+                .latest
+                .as_ref()
+                .and_then(|l| l.memory_events)
+                .map_or(0, |e| e.oom);
+            match read_memory_events(&s.unit.path) {
+                Ok(Some(now)) if now.oom > before => OomScope::Memcg,
+                _ => OomScope::Global,
+            }
+        }
+        None => OomScope::Global,
+    };
+    let user = state.map(|s| s.unit.user.clone());
+    let kill = OomKill {
+        user: user.clone(),
+        pid: i32::try_from(v.pid).unwrap_or(-1),
+        comm: v.comm.clone(),
+        uid: v.uid,
+        anon_rss: v.anon_rss,
+        file_rss: v.file_rss,
+        shmem_rss: v.shmem_rss,
+        scope,
+    };
+    let at = unix_seconds(v.at.min(SystemTime::now()));
+    (user, kill, at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_buckets_map_to_usec_slots_without_underreporting() {
+        let mut b = [0u64; BUCKETS];
+        b[10] = 3; // [1.024, 2.048) µs -> slot 2 (<= 4 µs)
+        b[33] = 1; // [8.6, 17.2) s -> slot 25 (<= 33.5 s)
+        let (slots, sum) = to_usec_slots(&b);
+        assert_eq!(slots[2], 3);
+        assert_eq!(slots[25], 1);
+        assert_eq!(slots.iter().sum::<u64>(), 4);
+        // Each upper bound covers the bucket's upper bound.
+        assert!(f64::from(1u32 << 2) >= 2048.0 / 1000.0);
+        assert!((1u64 << 25) as f64 >= (1u64 << 34) as f64 / 1000.0);
+        assert!(sum > 12.0 && sum < 13.0, "{sum}");
+    }
+}
