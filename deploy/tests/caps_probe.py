@@ -24,6 +24,8 @@ SYS_pidfd_send_signal = 424
 SYS_process_mrelease = 448
 BPF_MAP_CREATE = 0
 BPF_PROG_LOAD = 5
+BPF_RAW_TRACEPOINT_OPEN = 17
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 BPF_MAP_TYPE_ARRAY = 2
 BPF_PROG_TYPE_TRACEPOINT = 5
 PERF_TYPE_TRACEPOINT = 2
@@ -66,13 +68,22 @@ def map_create():
     return bpf(BPF_MAP_CREATE, struct.pack("IIII", BPF_MAP_TYPE_ARRAY, 4, 8, 1))
 
 
-def prog_load():
+def prog_load(prog_type=BPF_PROG_TYPE_TRACEPOINT):
     # r0 = 0; exit
     insns = ctypes.create_string_buffer(bytes.fromhex("b700000000000000" "9500000000000000"), 16)
     license = ctypes.create_string_buffer(b"GPL")
-    attr = struct.pack("IIQQIIQI", BPF_PROG_TYPE_TRACEPOINT, 2,
+    attr = struct.pack("IIQQIIQI", prog_type, 2,
                        ctypes.addressof(insns), ctypes.addressof(license), 0, 0, 0, 0)
     return bpf(BPF_PROG_LOAD, attr)
+
+
+def raw_tracepoint_attach():
+    # BPF_RAW_TRACEPOINT_OPEN does not go through perf_event_open, so
+    # Debian's perf_event_paranoid=3 (CAP_SYS_ADMIN for any perf event)
+    # does not apply to it.
+    prog = prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT)
+    name = ctypes.create_string_buffer(b"sched_switch")
+    return bpf(BPF_RAW_TRACEPOINT_OPEN, struct.pack("QI", ctypes.addressof(name), prog))
 
 
 def attach(prog_fd, tp_id):
@@ -98,6 +109,7 @@ def main():
         step("perf_event_attach_tracepoint", lambda: attach(prog, tp_id))
     else:
         results["perf_event_attach_tracepoint"] = "skipped"
+    step("bpf_raw_tracepoint_attach", raw_tracepoint_attach)
     step("read_proc_pressure_meminfo", lambda: (read("/proc/pressure/memory"), read("/proc/meminfo")))
     step("read_other_user_status", lambda: read(f"/proc/{target}/status"))
     step("read_other_user_smaps_rollup", lambda: read(f"/proc/{target}/smaps_rollup"))
@@ -118,6 +130,7 @@ def main():
         step("process_mrelease", mrelease)
     step("mlockall", lambda: check(libc.mlockall(MCL_CURRENT | MCL_FUTURE)))
     results["_uid"] = os.getuid()
+    results["_perf_event_paranoid"] = read("/proc/sys/kernel/perf_event_paranoid").strip()
     results["_tracefs_format_bytes"] = len(tp_format or "")
     print(json.dumps(results, sort_keys=True))
 
