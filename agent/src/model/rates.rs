@@ -51,7 +51,7 @@ pub struct PressureShares {
 pub fn time_to_max(current: u64, max: Option<Limit>, growth_bps: Option<f64>) -> Option<f64> {
     let max = max?.bytes()?;
     let g = growth_bps?;
-    if !(g > 0.0) {
+    if g.is_nan() || g <= 0.0 {
         return None;
     }
     Some((max.saturating_sub(current)) as f64 / g)
