@@ -63,7 +63,11 @@ impl ProcReader {
         let Some(status_bytes) = read_bytes(&dir, "status")? else {
             return Ok(None);
         };
-        let text = String::from_utf8_lossy(&status_bytes);
+        // from_utf8 takes the fast ASCII path; lossy only for odd comms.
+        let text = match std::str::from_utf8(&status_bytes) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(&status_bytes),
+        };
         let status = parse_status(&text).map_err(|source| ReadError::Parse {
             path: dir.join("status"),
             source,
