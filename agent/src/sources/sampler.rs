@@ -33,14 +33,21 @@ impl ReadErrors {
         }
     }
 
-    /// A file that does not exist on this host or for this cgroup (controller
-    /// off, PSI disabled, older kernel): said once, then skipped silently.
-    pub fn missing(&mut self, unit: &str, file: &str) {
-        if self.missing_logged.insert(file.to_string()) {
+    /// Files that do not exist on this host or for this cgroup (controller
+    /// off, PSI disabled, older kernel): said once per file name, in one
+    /// line, then skipped silently.
+    pub fn missing(&mut self, unit: &str, files: &[&str]) {
+        let new: Vec<&str> = files
+            .iter()
+            .copied()
+            .filter(|f| self.missing_logged.insert((*f).to_string()))
+            .collect();
+        if !new.is_empty() {
             tracing::info!(
                 unit,
-                "{file} is missing (controller off, PSI disabled or older kernel); \
-                 skipping it wherever it is missing"
+                "missing (controller off, PSI disabled or older kernel), skipped wherever \
+                 missing: {}",
+                new.join(", ")
             );
         }
     }
@@ -123,9 +130,7 @@ impl Sampler {
         if !procs_found && !dir.exists() {
             return None;
         }
-        for file in miss {
-            self.errors.missing(n, file);
-        }
+        self.errors.missing(n, &miss);
         Some(s)
     }
 
@@ -198,9 +203,7 @@ impl Sampler {
             host::read_host_pressure(&root, "cpu"),
         );
         h.meminfo = self.take("host", &mut miss, "meminfo", host::read_meminfo(&root));
-        for file in miss {
-            self.errors.missing("host", file);
-        }
+        self.errors.missing("host", &miss);
         h
     }
 
