@@ -104,6 +104,12 @@ impl Sampler {
     /// One pass over a unit; `None` when its cgroup vanished (the unit
     /// stopped: discovery reports it, this is not an error).
     pub fn sample_unit(&mut self, unit: &Unit) -> Option<UnitSample> {
+        self.sample_unit_with(unit, true)
+    }
+
+    /// Like `sample_unit`; with `with_procs == false` the processes are not
+    /// read (`procs_skipped`), which is most of a pass's cost.
+    pub fn sample_unit_with(&mut self, unit: &Unit, with_procs: bool) -> Option<UnitSample> {
         let dir = unit.path.as_path();
         let n = unit.name.as_str();
         let mut miss = Vec::new();
@@ -126,7 +132,12 @@ impl Sampler {
         s.memory_stat = read!(read_memory_stat, "memory.stat");
         s.cpu_stat = read!(read_cpu_stat, "cpu.stat");
         s.pids_current = read!(read_pids_current, "pids.current");
-        let procs_found = self.sample_procs(unit, &mut s);
+        let procs_found = if with_procs {
+            self.sample_procs(unit, &mut s)
+        } else {
+            s.procs_skipped = true;
+            s.memory_current.is_some() || s.memory_pressure.is_some()
+        };
         if !procs_found && !dir.exists() {
             return None;
         }
