@@ -146,6 +146,9 @@ pub struct UnitSample {
     pub pids_current: Option<u64>,
     /// Processes of the unit and of its descendant cgroups.
     pub procs: Vec<ProcSample>,
+    /// The processes were not read this pass (a quiet unit: they are read
+    /// every few passes only); `procs` is then carried over by the model.
+    pub procs_skipped: bool,
 }
 
 impl UnitSample {
@@ -167,6 +170,7 @@ impl UnitSample {
             cpu_stat: None,
             pids_current: None,
             procs: Vec::new(),
+            procs_skipped: false,
         }
     }
 }

@@ -32,7 +32,16 @@ pub struct UnitState {
     pub next_due: Instant,
     /// Time between the last two samples (the achieved interval).
     pub achieved_interval: Option<Duration>,
+    /// Passes since the processes were last read.
+    pub passes_since_procs: u32,
 }
+
+/// A quiet unit's processes are read every this many passes only.
+pub const QUIET_PROCS_EVERY: u32 = 5;
+/// A unit using at least this share of its memory.max is not quiet.
+pub const BUSY_USAGE_SHARE: f64 = 0.5;
+/// A unit growing at least this fast (bytes/s) is not quiet.
+pub const BUSY_GROWTH_BPS: f64 = 1024.0 * 1024.0;
 
 impl UnitState {
     pub fn new(unit: Unit, interval: Duration, now: Instant) -> Self {
@@ -47,11 +56,36 @@ impl UnitState {
             interval,
             next_due: now,
             achieved_interval: None,
+            passes_since_procs: 0,
         }
     }
 
+    /// Whether the next pass should read the unit's processes: always for a
+    /// unit near its limit, growing, or sampled fast; every
+    /// `QUIET_PROCS_EVERY` passes for a quiet one (reading `/proc/PID/status`
+    /// of every process is most of a pass's cost).
+    pub fn wants_procs(&self, normal_interval: Duration) -> bool {
+        let Some(s) = &self.latest else { return true };
+        if self.passes_since_procs + 1 >= QUIET_PROCS_EVERY || self.interval < normal_interval {
+            return true;
+        }
+        let near = match (s.memory_current, s.memory_max.and_then(|l| l.bytes())) {
+            (Some(cur), Some(max)) if max > 0 => cur as f64 >= BUSY_USAGE_SHARE * max as f64,
+            _ => false,
+        };
+        let growing = self
+            .growth_bytes_per_second()
+            .is_some_and(|g| g >= BUSY_GROWTH_BPS);
+        near || growing
+    }
+
     /// Takes in a new sample and derives the rates.
-    pub fn update(&mut self, sample: UnitSample, matcher: Option<&ServeMatcher>) {
+    pub fn update(&mut self, mut sample: UnitSample, matcher: Option<&ServeMatcher>) {
+        if sample.procs_skipped {
+            if let Some(prev) = &self.latest {
+                sample.procs = prev.procs.clone();
+            }
+        }
         if let Some(prev) = self.latest.take() {
             let dt = sample.at.saturating_duration_since(prev.at);
             self.achieved_interval = Some(dt);
@@ -79,14 +113,19 @@ impl UnitState {
         if let Some(cur) = sample.memory_current {
             self.memory_series.push(sample.at, cur);
         }
-        self.proc_growth.update(
-            sample.at,
-            sample
-                .procs
-                .iter()
-                .map(|p| (p.pid, p.start_time, p.rss_anon)),
-        );
-        self.serve_pid = find_serve(&sample.procs, matcher);
+        if sample.procs_skipped {
+            self.passes_since_procs += 1;
+        } else {
+            self.passes_since_procs = 0;
+            self.proc_growth.update(
+                sample.at,
+                sample
+                    .procs
+                    .iter()
+                    .map(|p| (p.pid, p.start_time, p.rss_anon)),
+            );
+            self.serve_pid = find_serve(&sample.procs, matcher);
+        }
         self.latest = Some(sample);
     }
 
@@ -147,6 +186,15 @@ impl Model {
             .values()
             .filter(|u| u.next_due <= now)
             .map(|u| u.unit.clone())
+            .collect()
+    }
+
+    /// Units due at `now`, each with whether to read its processes.
+    pub fn due_with_procs(&self, now: Instant, normal_interval: Duration) -> Vec<(Unit, bool)> {
+        self.units
+            .values()
+            .filter(|u| u.next_due <= now)
+            .map(|u| (u.unit.clone(), u.wants_procs(normal_interval)))
             .collect()
     }
 
@@ -278,6 +326,43 @@ mod tests {
         assert_eq!(u.proc_anon_growth(p), Some(1000.0));
         assert_eq!(u.serve_pid, Some(10));
         assert_eq!(u.achieved_interval, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn quiet_units_read_processes_every_few_passes() {
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut m = Model::default();
+        m.add_unit(unit(), sec, t0);
+        let path = unit().path;
+        let mut reads = 0;
+        for i in 0..10u32 {
+            let at = t0 + sec * i;
+            let want = m.due_with_procs(at, sec)[0].1;
+            let mut s = UnitSample::empty(at, SystemTime::now());
+            s.memory_current = Some(100);
+            s.memory_max = Some(Limit::Bytes(1000));
+            if want {
+                reads += 1;
+                s.procs = vec![proc(10, 1, 3, 5)];
+            } else {
+                s.procs_skipped = true;
+            }
+            m.update_unit(&path, s, at);
+            let u = m.units.get(&path).expect("unit");
+            assert_eq!(
+                u.latest.as_ref().expect("latest").procs.len(),
+                1,
+                "carried over"
+            );
+        }
+        assert_eq!(reads, 2, "first pass and every 5th");
+        // Near its limit: every pass.
+        let u = m.units.get_mut(&path).expect("unit");
+        if let Some(l) = u.latest.as_mut() {
+            l.memory_current = Some(600);
+        }
+        assert!(m.due_with_procs(t0 + sec * 20, sec)[0].1);
     }
 
     #[test]

@@ -521,3 +521,124 @@ fn set_int_counter(v: &IntCounterVec, labels: &[&str], total: u64) {
         v.with_label_values(labels).inc_by(total);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name of the spec's metric table.
+    const SPEC_NAMES: &[&str] = &[
+        "t3pressure_unit_info",
+        "t3pressure_memory_current_bytes",
+        "t3pressure_memory_max_bytes",
+        "t3pressure_memory_high_bytes",
+        "t3pressure_memory_peak_bytes",
+        "t3pressure_memory_anon_bytes",
+        "t3pressure_memory_file_bytes",
+        "t3pressure_memory_events_total",
+        "t3pressure_pressure_memory_waiting_seconds_total",
+        "t3pressure_pressure_io_waiting_seconds_total",
+        "t3pressure_pressure_cpu_waiting_seconds_total",
+        "t3pressure_pressure_memory_stalled_seconds_total",
+        "t3pressure_pressure_io_stalled_seconds_total",
+        "t3pressure_memory_growth_bytes_per_second",
+        "t3pressure_memory_time_to_max_seconds",
+        "t3pressure_sched_runqueue_wait_seconds",
+        "t3pressure_sched_blocked_seconds",
+        "t3pressure_serve_stall_seconds",
+        "t3pressure_stall_window_seconds",
+        "t3pressure_stall_windows_total",
+        "t3pressure_oom_kills_total",
+        "t3pressure_runaway_actions_total",
+        "t3pressure_bpf_loaded",
+        "t3pressure_units_watched",
+        "t3pressure_sample_duration_seconds",
+        "t3pressure_read_errors_total",
+        "t3pressure_build_info",
+    ];
+
+    fn feed_everything(m: &Metrics, user: &str) {
+        m.add_unit(user, &format!("t3-serve@{user}.service"));
+        m.record_stall_window(user, Class::Disconnect, Cause::Memory, 25.0);
+        m.set_serve_stall(user, 3.5);
+        m.inc_oom_kill(user, OomScope::Memcg);
+        m.inc_runaway_action(user, "killed");
+        let mut counts = vec![0u64; 20];
+        counts[12] = 3;
+        counts[15] = 1;
+        m.set_sched_histogram(SchedHistogram::RunqueueWait, user, &counts, 0.05);
+        m.set_sched_histogram(SchedHistogram::Blocked, user, &counts, 0.05);
+        for v in [
+            &m.memory_current,
+            &m.memory_max,
+            &m.memory_high,
+            &m.memory_peak,
+            &m.memory_anon,
+            &m.memory_file,
+        ] {
+            v.with_label_values(&[user]).set(1);
+        }
+        for v in [
+            &m.memory_waiting,
+            &m.io_waiting,
+            &m.cpu_waiting,
+            &m.memory_stalled,
+            &m.io_stalled,
+        ] {
+            set_counter(v, user, 1.5);
+        }
+        m.growth.with_label_values(&[user]).set(1.0);
+        m.time_to_max.with_label_values(&[user]).set(1.0);
+        set_int_counter(&m.memory_events, &[user, "oom_kill"], 2);
+    }
+
+    #[test]
+    fn all_spec_names_are_exported() {
+        let m = Metrics::new("9.9.9").expect("metrics");
+        feed_everything(&m, "alice");
+        m.observe_sample_duration(0.001);
+        m.set_read_errors(&BTreeMap::from([("memory.stat".to_string(), 2)]));
+        let text = m.render();
+        for name in SPEC_NAMES {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing from\n{text}"
+            );
+        }
+        assert!(text.contains("t3pressure_build_info{version=\"9.9.9\"} 1"));
+        assert!(text.contains("t3pressure_read_errors_total{file=\"memory.stat\"} 2"));
+        assert!(text.contains(
+            "t3pressure_stall_windows_total{cause=\"memory\",class=\"disconnect\",user=\"alice\"} 1"
+        ));
+        assert!(text.contains("t3pressure_stall_window_seconds_bucket{user=\"alice\",le=\"30\"} 1"));
+        // log2 buckets: 3 episodes <= 2^12 us, 1 more <= 2^15 us.
+        assert!(
+            text.contains(
+                "t3pressure_sched_runqueue_wait_seconds_bucket{user=\"alice\",le=\"0.004096\"} 3"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("t3pressure_sched_blocked_seconds_count{user=\"alice\"} 4"));
+    }
+
+    #[test]
+    fn removing_a_unit_removes_every_series_of_its_user() {
+        let m = Metrics::new("1").expect("metrics");
+        feed_everything(&m, "alice");
+        feed_everything(&m, "bob");
+        m.remove_unit("alice", "t3-serve@alice.service");
+        let text = m.render();
+        assert!(!text.contains("user=\"alice\""), "alice left in\n{text}");
+        assert!(text.contains("user=\"bob\""));
+    }
+
+    #[test]
+    fn counters_follow_kernel_totals_and_survive_a_reset() {
+        let m = Metrics::new("1").expect("metrics");
+        set_counter(&m.memory_waiting, "a", 5.0);
+        set_counter(&m.memory_waiting, "a", 7.5);
+        assert_eq!(m.memory_waiting.with_label_values(&["a"]).get(), 7.5);
+        set_counter(&m.memory_waiting, "a", 1.0);
+        assert_eq!(m.memory_waiting.with_label_values(&["a"]).get(), 1.0);
+    }
+}

@@ -380,7 +380,7 @@ impl Loop {
     /// One pass over the due units (and the host when due).
     async fn pass(&mut self) {
         let now = Instant::now();
-        let due = self.model.due(now);
+        let due = self.model.due_with_procs(now, self.interval);
         let host_due = self.host_due <= now;
         let Some(mut sampler) = self.sampler.take() else {
             return;
@@ -389,8 +389,8 @@ impl Loop {
         let joined = tokio::task::spawn_blocking(move || {
             let samples: Vec<(Unit, Option<UnitSample>)> = due
                 .into_iter()
-                .map(|u| {
-                    let s = sampler.sample_unit(&u);
+                .map(|(u, with_procs)| {
+                    let s = sampler.sample_unit_with(&u, with_procs);
                     (u, s)
                 })
                 .collect();

@@ -1,13 +1,18 @@
-//! Per-process reads under `--proc-root` with the `procfs` crate's parsers:
-//! `status` each pass (ppid, uid, state, RssAnon/RssFile/RssShmem), `stat`
-//! and `cmdline` only when a pid is first seen (start time, argv[0] — never
-//! the rest of argv: agent command lines can hold secrets).
+//! Per-process reads under `--proc-root`: `status` each pass (ppid, uid,
+//! state, RssAnon/RssFile/RssShmem) with a small parser of its own, `stat`
+//! (with the `procfs` crate's parser) and `cmdline` only when a pid is first
+//! seen (start time, argv[0] — never the rest of argv: agent command lines
+//! can hold secrets).
+//!
+//! Why not `procfs::process::Status` each pass: it collects all ~55 keys
+//! into a `HashMap<String, String>`; at 2000 processes per pass that was two
+//! thirds of the agent's sampling CPU (perf, see `benches/sampling.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use ::procfs::process::{Stat, Status};
-use ::procfs::{FromBufRead, FromRead, ProcError};
+use ::procfs::process::Stat;
+use ::procfs::{FromRead, ProcError};
 
 use super::cgroupfs::{is_vanished, ParseError, ReadError};
 use crate::model::sample::ProcSample;
@@ -58,8 +63,15 @@ impl ProcReader {
         let Some(status_bytes) = read_bytes(&dir, "status")? else {
             return Ok(None);
         };
-        let status = Status::from_buf_read(status_bytes.as_slice())
-            .map_err(|e| parse_error(&dir, "status", e))?;
+        // from_utf8 takes the fast ASCII path; lossy only for odd comms.
+        let text = match std::str::from_utf8(&status_bytes) {
+            Ok(t) => std::borrow::Cow::Borrowed(t),
+            Err(_) => String::from_utf8_lossy(&status_bytes),
+        };
+        let status = parse_status(&text).map_err(|source| ReadError::Parse {
+            path: dir.join("status"),
+            source,
+        })?;
         let ident = match self.idents.get_mut(&pid) {
             Some(id) if id.comm == status.name => {
                 id.seen = self.pass;
@@ -73,17 +85,16 @@ impl ProcReader {
                 id
             }
         };
-        let kb = |v: Option<u64>| v.unwrap_or(0).saturating_mul(1024);
         Ok(Some(ProcSample {
             pid,
             ppid: status.ppid,
-            uid: status.ruid,
+            uid: status.uid,
             comm: status.name,
             argv0: ident.argv0,
-            rss_anon: kb(status.rssanon),
-            rss_file: kb(status.rssfile),
-            rss_shmem: kb(status.rssshmem),
-            state: status.state.chars().next().unwrap_or('?'),
+            rss_anon: status.rss_anon,
+            rss_file: status.rss_file,
+            rss_shmem: status.rss_shmem,
+            state: status.state,
             start_time: ident.start_time,
             cgroup: cgroup.to_string(),
         }))
@@ -106,6 +117,69 @@ impl ProcReader {
             seen: self.pass,
         }))
     }
+}
+
+/// The keys of `/proc/PID/status` read each pass; sizes in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusFields {
+    pub name: String,
+    pub state: char,
+    pub ppid: i32,
+    /// Real uid.
+    pub uid: u32,
+    /// 0 for kernel threads and zombies, which have no Rss lines.
+    pub rss_anon: u64,
+    pub rss_file: u64,
+    pub rss_shmem: u64,
+}
+
+/// Parses the `Key:\tvalue` lines of `/proc/PID/status` that t3pressure
+/// uses (see proc(5)); Name, State, PPid and Uid are required.
+pub fn parse_status(text: &str) -> Result<StatusFields, ParseError> {
+    let (mut name, mut state, mut ppid, mut uid) = (None, None, None, None);
+    let (mut rss_anon, mut rss_file, mut rss_shmem) = (0, 0, 0);
+    let kb = |v: &str| -> Result<u64, ParseError> {
+        v.split_ascii_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| n.saturating_mul(1024))
+            .ok_or_else(|| ParseError::new(format!("bad size {v:?}")))
+    };
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key {
+            // The name is the rest of the line after the tab (it may hold spaces).
+            "Name" => name = Some(value.strip_prefix('\t').unwrap_or(value).to_string()),
+            "State" => state = value.trim_start().chars().next(),
+            "PPid" => ppid = value.trim().parse::<i32>().ok(),
+            "Uid" => {
+                uid = value
+                    .split_ascii_whitespace()
+                    .next()
+                    .and_then(|u| u.parse().ok())
+            }
+            "RssAnon" => rss_anon = kb(value)?,
+            "RssFile" => rss_file = kb(value)?,
+            "RssShmem" => {
+                rss_shmem = kb(value)?;
+                // The last key needed: skip the long tail (signal masks, cpus).
+                break;
+            }
+            _ => {}
+        }
+    }
+    let missing = |k: &str| ParseError::new(format!("status without a valid {k}"));
+    Ok(StatusFields {
+        name: name.ok_or_else(|| missing("Name"))?,
+        state: state.ok_or_else(|| missing("State"))?,
+        ppid: ppid.ok_or_else(|| missing("PPid"))?,
+        uid: uid.ok_or_else(|| missing("Uid"))?,
+        rss_anon,
+        rss_file,
+        rss_shmem,
+    })
 }
 
 /// The first NUL-separated element of a cmdline, lossily decoded.
@@ -191,6 +265,23 @@ mod tests {
             r.read(205, "/u").expect_err("malformed").file_name(),
             "stat"
         );
+    }
+
+    #[test]
+    fn status_parser_on_captured_and_broken_input() {
+        let s = parse_status(STATUS).expect("parse");
+        assert_eq!(s.name, "python3");
+        assert_eq!((s.state, s.ppid, s.uid), ('S', 191, 1000));
+        assert_eq!(s.rss_anon, 309612 * 1024);
+        assert_eq!(s.rss_shmem, 0);
+        let kthread = "Name:\tkworker/0:1 x\nState:\tI (idle)\nPPid:\t2\nUid:\t0\t0\t0\t0\n";
+        let k = parse_status(kthread).expect("kernel thread");
+        assert_eq!(k.name, "kworker/0:1 x");
+        assert_eq!(k.rss_anon, 0);
+        assert!(parse_status("").is_err());
+        assert!(parse_status("Name:\tx\nState:\tS\nPPid:\tone\nUid:\t0\n").is_err());
+        let bad_rss = "Name:\tx\nState:\tS\nPPid:\t1\nUid:\t0\nRssAnon:\tmany kB\n";
+        assert!(parse_status(bad_rss).is_err());
     }
 
     #[test]

@@ -33,14 +33,21 @@ impl ReadErrors {
         }
     }
 
-    /// A file that does not exist on this host or for this cgroup (controller
-    /// off, PSI disabled, older kernel): said once, then skipped silently.
-    pub fn missing(&mut self, unit: &str, file: &str) {
-        if self.missing_logged.insert(file.to_string()) {
+    /// Files that do not exist on this host or for this cgroup (controller
+    /// off, PSI disabled, older kernel): said once per file name, in one
+    /// line, then skipped silently.
+    pub fn missing(&mut self, unit: &str, files: &[&str]) {
+        let new: Vec<&str> = files
+            .iter()
+            .copied()
+            .filter(|f| self.missing_logged.insert((*f).to_string()))
+            .collect();
+        if !new.is_empty() {
             tracing::info!(
                 unit,
-                "{file} is missing (controller off, PSI disabled or older kernel); \
-                 skipping it wherever it is missing"
+                "missing (controller off, PSI disabled or older kernel), skipped wherever \
+                 missing: {}",
+                new.join(", ")
             );
         }
     }
@@ -97,6 +104,12 @@ impl Sampler {
     /// One pass over a unit; `None` when its cgroup vanished (the unit
     /// stopped: discovery reports it, this is not an error).
     pub fn sample_unit(&mut self, unit: &Unit) -> Option<UnitSample> {
+        self.sample_unit_with(unit, true)
+    }
+
+    /// Like `sample_unit`; with `with_procs == false` the processes are not
+    /// read (`procs_skipped`), which is most of a pass's cost.
+    pub fn sample_unit_with(&mut self, unit: &Unit, with_procs: bool) -> Option<UnitSample> {
         let dir = unit.path.as_path();
         let n = unit.name.as_str();
         let mut miss = Vec::new();
@@ -119,13 +132,16 @@ impl Sampler {
         s.memory_stat = read!(read_memory_stat, "memory.stat");
         s.cpu_stat = read!(read_cpu_stat, "cpu.stat");
         s.pids_current = read!(read_pids_current, "pids.current");
-        let procs_found = self.sample_procs(unit, &mut s);
+        let procs_found = if with_procs {
+            self.sample_procs(unit, &mut s)
+        } else {
+            s.procs_skipped = true;
+            s.memory_current.is_some() || s.memory_pressure.is_some()
+        };
         if !procs_found && !dir.exists() {
             return None;
         }
-        for file in miss {
-            self.errors.missing(n, file);
-        }
+        self.errors.missing(n, &miss);
         Some(s)
     }
 
@@ -198,9 +214,7 @@ impl Sampler {
             host::read_host_pressure(&root, "cpu"),
         );
         h.meminfo = self.take("host", &mut miss, "meminfo", host::read_meminfo(&root));
-        for file in miss {
-            self.errors.missing("host", file);
-        }
+        self.errors.missing("host", &miss);
         h
     }
 

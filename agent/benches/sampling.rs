@@ -1,0 +1,245 @@
+//! Cost of sampling: one pass over 100 units × 20 processes on a tmpfs fake
+//! tree (fake /proc entries under --proc-root made from the captured ones),
+//! and the running agent's RSS and CPU on that tree. Prints figures; asserts
+//! nothing. Run: `cargo bench -p t3pressure --bench sampling`.
+//! With `BENCH_HOLD=<seconds>` the agent is left running that long after
+//! the figures (its URL printed) for a load test such as `wrk`.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use t3pressure::model::sample::Unit;
+use t3pressure::model::state::Model;
+use t3pressure::outputs::metrics::Metrics;
+use t3pressure::outputs::snapshot::{build, AgentInfo};
+use t3pressure::sources::discovery::UnitMatcher;
+use t3pressure::sources::sampler::Sampler;
+use t3pressure::testing::FakeCgroupTree;
+
+const UNITS: usize = 100;
+const PROCS: usize = 20;
+const PASSES: u32 = 200;
+
+fn cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn build_tree() -> FakeCgroupTree {
+    let shm = Path::new("/dev/shm");
+    assert!(
+        shm.is_dir(),
+        "/dev/shm (tmpfs) is needed for this benchmark"
+    );
+    let tree = FakeCgroupTree::new_in(shm);
+    for u in 0..UNITS {
+        let user = format!("user{u:03}");
+        let dir = tree.unit(&user);
+        let base = 10_000 + (u * PROCS) as i32;
+        tree.process(&dir, base, 1, "node", 120_000);
+        for p in 1..PROCS as i32 {
+            tree.process(&dir, base + p, base, "claude", 50_000 + 1000 * p as u64);
+        }
+    }
+    tree
+}
+
+fn per_pass(label: &str, cpu: Duration, wall: Duration, passes: u32) {
+    println!(
+        "{label:<44} cpu {:>8.3} ms/pass   wall {:>8.3} ms/pass",
+        cpu.as_secs_f64() * 1e3 / f64::from(passes),
+        wall.as_secs_f64() * 1e3 / f64::from(passes),
+    );
+}
+
+fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = text.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+fn main() {
+    let t = Instant::now();
+    let tree = build_tree();
+    println!(
+        "fake tree: {UNITS} units x {PROCS} processes on tmpfs, built in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let matcher = UnitMatcher::new(&tree.root(), "t3-serve@*.service").expect("glob");
+    let (units, _) = matcher.scan(&tree.root());
+    assert_eq!(units.len(), UNITS);
+
+    // 1. The reads alone: sampler over every unit, host included.
+    let mut sampler = Sampler::new(&tree.root(), &tree.proc_root());
+    let pass = |s: &mut Sampler, units: &[Unit]| {
+        let v: Vec<_> = units.iter().filter_map(|u| s.sample_unit(u)).collect();
+        let h = s.sample_host();
+        s.end_pass();
+        (v, h)
+    };
+    for _ in 0..3 {
+        let (v, _) = pass(&mut sampler, &units);
+        assert_eq!(v.len(), UNITS);
+        assert_eq!(v[0].procs.len(), PROCS);
+    }
+    let (c0, w0) = (cpu_time(), Instant::now());
+    for _ in 0..PASSES {
+        std::hint::black_box(pass(&mut sampler, &units));
+    }
+    per_pass(
+        "sampling pass (reads + parse)",
+        cpu_time() - c0,
+        w0.elapsed(),
+        PASSES,
+    );
+    assert!(
+        sampler.errors.counts().is_empty(),
+        "{:?}",
+        sampler.errors.counts()
+    );
+
+    // 2. A whole agent tick: reads, model update, metrics, render, snapshot.
+    let metrics = Metrics::new("bench").expect("metrics");
+    let mut model = Model::default();
+    let now = Instant::now();
+    for u in &units {
+        metrics.add_unit(&u.user, &u.name);
+        model.add_unit(u.clone(), Duration::from_secs(1), now);
+    }
+    let agent = AgentInfo {
+        version: "bench".into(),
+        mode: "observe".into(),
+        bpf_loaded: false,
+        bpf_error: None,
+        units_watched: UNITS,
+        sample_interval_ms: 1000,
+        started_at: build::unix(SystemTime::now()),
+        from_agent: true,
+    };
+    // As the agent does it: processes of quiet units every few passes.
+    let tick = |model: &mut Model, sampler: &mut Sampler| {
+        let now = Instant::now();
+        let due = model.due_with_procs(now + Duration::from_secs(3600), Duration::from_secs(1));
+        let samples: Vec<_> = due
+            .iter()
+            .map(|(u, with_procs)| (u.clone(), sampler.sample_unit_with(u, *with_procs)))
+            .collect();
+        let host = sampler.sample_host();
+        sampler.end_pass();
+        for (u, s) in samples {
+            let Some(s) = s else { continue };
+            model.update_unit(&u.path, s, now);
+            if let Some(st) = model.units.get(&u.path) {
+                metrics.update_unit(st);
+            }
+        }
+        model.update_host(host);
+        let text = metrics.render();
+        let snap = build::snapshot(model, agent.clone());
+        std::hint::black_box((text, snap));
+    };
+    for _ in 0..3 {
+        tick(&mut model, &mut sampler);
+    }
+    let ticks = PASSES / 4;
+    let (c0, w0) = (cpu_time(), Instant::now());
+    for _ in 0..ticks {
+        tick(&mut model, &mut sampler);
+    }
+    per_pass(
+        "agent tick, units at 65% of max (all procs)",
+        cpu_time() - c0,
+        w0.elapsed(),
+        ticks,
+    );
+    // The devvm's MemoryMax=16G: the same units are quiet (2 % used).
+    for u in &units {
+        tree.set(&u.user, "memory.max", "17179869184\n");
+    }
+    let (c0, w0) = (cpu_time(), Instant::now());
+    for _ in 0..ticks {
+        tick(&mut model, &mut sampler);
+    }
+    per_pass(
+        "agent tick, quiet units (16G max)",
+        cpu_time() - c0,
+        w0.elapsed(),
+        ticks,
+    );
+    let (c0, w0) = (cpu_time(), Instant::now());
+    for _ in 0..ticks {
+        std::hint::black_box(metrics.render());
+    }
+    per_pass(
+        "  of which: render /metrics text",
+        cpu_time() - c0,
+        w0.elapsed(),
+        ticks,
+    );
+    println!("  /metrics size: {} bytes", metrics.render().len());
+
+    // 3. The real agent on the same tree: RSS and CPU at the default 1 Hz.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let state = tree.root().join("../state");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_t3pressure"))
+        .args(["run", "--no-bpf", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--cgroup-root")
+        .arg(tree.root())
+        .arg("--proc-root")
+        .arg(tree.proc_root())
+        .arg("--state-dir")
+        .arg(&state)
+        .env("T3PRESSURE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start agent");
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(3));
+    let ticks0 = cpu_ticks(pid).expect("agent stat");
+    let span = Duration::from_secs(10);
+    std::thread::sleep(span);
+    let ticks1 = cpu_ticks(pid).expect("agent stat");
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    println!(
+        "agent ({UNITS} units, 1 Hz): RSS {} KiB, peak RSS {} KiB, CPU {:.2} % of a core over {} s",
+        status_kb(pid, "VmRSS:").unwrap_or(0),
+        status_kb(pid, "VmHWM:").unwrap_or(0),
+        (ticks1 - ticks0) as f64 / hz / span.as_secs_f64() * 100.0,
+        span.as_secs()
+    );
+    if let Some(hold) = std::env::var("BENCH_HOLD")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        println!("agent left running for {hold} s at http://127.0.0.1:{port}/metrics");
+        std::thread::sleep(Duration::from_secs(hold));
+        println!(
+            "agent after hold: RSS {} KiB, peak RSS {} KiB",
+            status_kb(pid, "VmRSS:").unwrap_or(0),
+            status_kb(pid, "VmHWM:").unwrap_or(0)
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
