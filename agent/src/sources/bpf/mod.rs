@@ -380,6 +380,16 @@ impl Bpf {
         out
     }
 
+    /// How many tasks of watched units the kernel side tracks (entries of
+    /// exited tasks are dropped at their last switch).
+    pub fn tracked_tasks(&self, unit_cgroup_id: u64) -> usize {
+        self.tasks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, st)| st.unit_cgroup_id == unit_cgroup_id)
+            .count()
+    }
+
     /// The unit's histograms summed over CPUs; `None` if not watched.
     pub fn histograms(&self, cgroup_id: u64) -> Option<UnitHistograms> {
         let per_cpu = self.hist.get(&cgroup_id, 0).ok()?;
