@@ -110,6 +110,11 @@ fn runqueue_wait_inside_the_unit_only() {
         .iter()
         .all(|e| e.kind == EpisodeKind::Runqueue && e.unit_cgroup_id == unit.cgroup_id));
     assert_eq!(bpf.stats().tasks_full, 0);
+    assert_eq!(
+        bpf.tracked_tasks(unit.cgroup_id),
+        0,
+        "states of exited tasks left"
+    );
 }
 
 #[test]
@@ -199,6 +204,12 @@ fn blocked_episode_length_and_in_progress() {
     let ongoing = bpf.ongoing_episodes(monotonic_ns(), Duration::ZERO);
     assert!(ongoing.iter().all(|e| e.tid != long_pid));
 
+    // Every test process has exited: no task state left behind.
+    assert_eq!(
+        bpf.tracked_tasks(unit.cgroup_id),
+        0,
+        "states of exited tasks left"
+    );
     bpf.unwatch_unit(&unit).expect("unwatch");
     assert!(bpf.histograms(unit.cgroup_id).is_none());
 }

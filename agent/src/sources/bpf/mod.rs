@@ -186,9 +186,10 @@ const OOM_PROGRAM: (&str, &str, &str) = ("mark_victim", "oom", "mark_victim");
 const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 
 /// Loads the object with the offsets and threshold set as globals.
-fn load_object(offsets: &Offsets, threshold_ns: u64) -> Result<Ebpf, BpfError> {
+fn load_object(offsets: &Offsets, threshold_ns: u64, btf: &Btf) -> Result<Ebpf, BpfError> {
     let o = offsets;
     let mut loader = EbpfLoader::new();
+    loader.btf(Some(btf));
     loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
     for (name, value) in [
         (globals::OOM_PID, &o.oom_pid),
@@ -205,15 +206,14 @@ fn load_object(offsets: &Offsets, threshold_ns: u64) -> Result<Ebpf, BpfError> {
 }
 
 /// Loads and attaches the BTF tracepoint programs.
-fn attach_btf(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), BpfError> {
-    let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+fn attach_btf(ebpf: &mut Ebpf, names: &[&'static str], btf: &Btf) -> Result<(), BpfError> {
     for &name in names {
         let prog: &mut BtfTracePoint = ebpf
             .program_mut(name)
             .ok_or(BpfError::MissingProgram(name))?
             .try_into()
             .map_err(|source| BpfError::Program { name, source })?;
-        prog.load(name, &btf)
+        prog.load(name, btf)
             .map_err(|source| BpfError::Program { name, source })?;
         prog.attach()
             .map_err(|source| BpfError::Program { name, source })?;
@@ -252,9 +252,12 @@ impl Bpf {
         let root = format::tracefs_root().map_err(format::ReadFormatError::Tracefs)?;
         let offsets = format::read_formats(&root)?.offsets()?;
         let threshold_ns = u64::try_from(config.episode_threshold.as_nanos()).unwrap_or(u64::MAX);
-        let mut ebpf = load_object(&offsets, threshold_ns)?;
+        // Parsed once (slow-ish: the kernel's whole BTF) for the loader and
+        // the BTF tracepoints.
+        let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+        let mut ebpf = load_object(&offsets, threshold_ns, &btf)?;
         attach(&mut ebpf, &[OOM_PROGRAM])?;
-        attach_btf(&mut ebpf, &SCHED_PROGRAMS)?;
+        attach_btf(&mut ebpf, &SCHED_PROGRAMS, &btf)?;
         let episodes: RingBuf<MapData> = take(&mut ebpf, "EPISODES")?;
         let ooms: RingBuf<MapData> = take(&mut ebpf, "OOMS")?;
         Ok(Bpf {
@@ -378,6 +381,16 @@ impl Bpf {
             });
         }
         out
+    }
+
+    /// How many tasks of watched units the kernel side tracks (entries of
+    /// exited tasks are dropped at their last switch).
+    pub fn tracked_tasks(&self, unit_cgroup_id: u64) -> usize {
+        self.tasks
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, st)| st.unit_cgroup_id == unit_cgroup_id)
+            .count()
     }
 
     /// The unit's histograms summed over CPUs; `None` if not watched.

@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use aya::Btf;
+
 use super::{attach, format, load_object, BpfError};
 
 /// One line of the report.
@@ -115,7 +117,8 @@ pub fn probe() -> ProbeReport {
     });
 
     let loaded = offsets.and_then(|o| {
-        let mut ebpf = load_object(&o, 100_000_000)?;
+        let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
+        let mut ebpf = load_object(&o, 100_000_000, &btf)?;
         attach(&mut ebpf, &[("mark_victim", "oom", "mark_victim")])
     });
     items.push(ProbeItem {
