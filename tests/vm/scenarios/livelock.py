@@ -1,0 +1,68 @@
+"""Scenario 5, livelock: alice's unit gets a MemoryHigh band below MemoryMax
+(384M < 512M, the configuration the seed unit warns against) and a hog
+plateaus inside it, churning pages so the kernel keeps throttling the unit.
+The agent detects it within 30 s of the plateau and (enforce) kills the hog;
+the serve recovers."""
+
+import json
+import time
+
+from vmlib import (active_state, cg_int, cg_keyed, child_exit, events, fmt_mb, hog_argv, main_pid, read_text,
+                   spawn_in_unit, start_user, systemctl, unit, wait_for)
+
+NAME = "livelock"
+MODE = "enforce"
+TIMEOUT = 240
+DESCRIPTION = "hog plateaus between MemoryHigh=384M and MemoryMax; agent kills it within 30 s"
+
+STATUS = "/run/t3vm/livelock-hog.json"
+
+
+def full_total(user):
+    for line in (read_text(f"/sys/fs/cgroup/system.slice/system-t3\\x2dserve.slice/t3-serve@{user}.service/memory.pressure") or "").splitlines():
+        if line.startswith("full"):
+            return int(line.rsplit("total=", 1)[1])
+    return None
+
+
+def run(hb, res):
+    alice = start_user("alice", fresh=True)
+    systemctl("set-property", "--runtime", unit("alice"), "MemoryHigh=384M")
+    high = cg_int("alice", "memory.high")
+    res.infra("MemoryHigh band set", "384 MiB", fmt_mb(high), high == 384 << 20)
+    ev0 = cg_keyed("alice", "memory.events")
+    t0 = time.time()
+    pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=40, cap_mb=640, max_seconds=75, plateau_mb=430,
+                                         churn_mb=8, status=STATUS), "hog")
+
+    def status():
+        try:
+            return json.loads(read_text(STATUS) or "")
+        except ValueError:
+            return None
+
+    st = wait_for(lambda: (status() or {}).get("plateau_since") and status(), 60, step=0.25)
+    t_plateau = st.get("plateau_since") if st else None
+    full0 = full_total("alice")
+    res.infra("hog plateaued between memory.high and memory.max", "plateau at 430 MiB",
+              "never" if not st else f"{st.get('allocated_mb')} MiB after {t_plateau - t0:.1f} s", bool(st))
+    rc = wait_for(lambda: child_exit("alice", "hog") is not None, 90, step=0.25) and child_exit("alice", "hog")
+    t_dead = time.time()
+    full1 = full_total("alice")
+    stalled = None if full0 is None or full1 is None else (full1 - full0) / 1e6
+    res.infra("the plateau stalls the unit", "memory full pressure > 0 s during the plateau",
+              "n/a" if stalled is None else f"{stalled:.1f} s", stalled is not None and stalled > 0)
+    ev1 = cg_keyed("alice", "memory.events")
+    oom = ev1.get("oom_kill", 0) - ev0.get("oom_kill", 0)
+    ll = [e for e in events(t0, "runaway", "alice") if e.get("reason") == "livelock" and e.get("action") == "killed"]
+    took = None if not ll or t_plateau is None else ll[0]["ts"] - t_plateau
+    res.note(hog_pid=pid, hog_rc=rc, memory_events=ev1, full_stall_s=stalled)
+    res.agent("livelock detected and the hog killed", "killed (reason livelock) within 30 s of the plateau",
+              "no event" if took is None else f"after {took:.1f} s", took is not None and took <= 30)
+    res.agent("killed by the agent, not the kernel", "rc -9, oom_kill +0", f"rc {rc}, oom_kill +{oom}",
+              rc == -9 and oom == 0)
+    time.sleep(5)
+    gap_after, _ = hb.longest_gap("alice", t_dead + 1, time.time())
+    res.agent("the serve recovers", f"MainPID {alice} answers, gap < 2 s after the kill",
+              f"{active_state('alice')}, MainPID {main_pid('alice')}, gap {gap_after:.1f} s",
+              main_pid("alice") == alice and gap_after < 2)
