@@ -10,7 +10,8 @@ as the unit's user) or, with --join, by root, writing its own pid to
 before allocating anything and exits 3 if it is not in REL: a hog outside the
 unit's MemoryMax is a box-wide OOM (see toolchain.md).
 
-Grows anon memory by R MiB/s (touched pages, 4 MiB steps) up to C MiB (never
+Grows anon memory by R MiB/s (4 MiB anonymous mappings, MAP_POPULATE: the
+kernel faults them in at once, much cheaper under TCG than touching pages) up to C MiB (never
 more than HARD_CAP_MB), or up to P MiB and then churns K MiB (free, allocate
 again) so the cgroup keeps charging pages above memory.high: the livelock.
 Exits after T seconds.
@@ -18,12 +19,17 @@ Exits after T seconds.
 
 import argparse
 import json
+import mmap
 import os
 import sys
 import time
 
 HARD_CAP_MB = 1024
 STEP_MB = 4
+
+
+def chunk():
+    return mmap.mmap(-1, STEP_MB << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
 
 
 def own_cgroup():
@@ -77,7 +83,7 @@ def main():
         have = len(chunks) * STEP_MB
         due = min(target, a.rate_mb * (time.time() - t0))
         if have + STEP_MB <= due:
-            chunks.append(b"\x5a" * (STEP_MB << 20))
+            chunks.append(chunk())
             status(allocated_mb=have + STEP_MB, phase="grow")
             continue
         if have + STEP_MB > target and a.plateau_mb:
@@ -87,13 +93,15 @@ def main():
             # Churn: give back K MiB and take it again, charging the cgroup
             # above memory.high over and over.
             n = max(1, a.churn_mb // STEP_MB)
+            for c in chunks[-n:]:
+                c.close()
             del chunks[-n:]
             for _ in range(n):
-                chunks.append(b"\x5a" * (STEP_MB << 20))
+                chunks.append(chunk())
             time.sleep(0.05)
             continue
         time.sleep(0.02)
-    status(allocated_mb=len(chunks) * STEP_MB, phase="done")
+    status(allocated_mb=len(chunks) * STEP_MB, phase="done", plateau_since=plateau_since)
     return 0
 
 

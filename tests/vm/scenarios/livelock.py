@@ -12,7 +12,7 @@ from vmlib import (active_state, cg_int, cg_keyed, child_exit, events, fmt_mb, h
 
 NAME = "livelock"
 MODE = "enforce"
-TIMEOUT = 240
+TIMEOUT = 360
 DESCRIPTION = "hog plateaus between MemoryHigh=384M and MemoryMax; agent kills it within 30 s"
 
 STATUS = "/run/t3vm/livelock-hog.json"
@@ -32,7 +32,7 @@ def run(hb, res):
     res.infra("MemoryHigh band set", "384 MiB", fmt_mb(high), high == 384 << 20)
     ev0 = cg_keyed("alice", "memory.events")
     t0 = time.time()
-    pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=40, cap_mb=640, max_seconds=75, plateau_mb=430,
+    pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=40, cap_mb=640, max_seconds=150, plateau_mb=430,
                                          churn_mb=8, status=STATUS), "hog")
 
     def status():
@@ -41,12 +41,12 @@ def run(hb, res):
         except ValueError:
             return None
 
-    st = wait_for(lambda: (status() or {}).get("plateau_since") and status(), 60, step=0.25)
+    st = wait_for(lambda: (status() or {}).get("plateau_since") and status(), 120, step=0.25)
     t_plateau = st.get("plateau_since") if st else None
     full0 = full_total("alice")
     res.infra("hog plateaued between memory.high and memory.max", "plateau at 430 MiB",
               "never" if not st else f"{st.get('allocated_mb')} MiB after {t_plateau - t0:.1f} s", bool(st))
-    rc = wait_for(lambda: child_exit("alice", "hog") is not None, 90, step=0.25) and child_exit("alice", "hog")
+    rc = wait_for(lambda: child_exit("alice", "hog") is not None, 180, step=0.25) and child_exit("alice", "hog")
     t_dead = time.time()
     full1 = full_total("alice")
     stalled = None if full0 is None or full1 is None else (full1 - full0) / 1e6

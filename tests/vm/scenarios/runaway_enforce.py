@@ -10,7 +10,7 @@ from vmlib import (MemWatch, cg_int, cg_keyed, child_exit, events, fmt_mb, hog_a
 
 NAME = "runaway_enforce"
 MODE = "enforce"
-TIMEOUT = 180
+TIMEOUT = 240
 DESCRIPTION = "hog grows 25 MiB/s in alice's unit; agent kills it < 95% of MemoryMax"
 
 
@@ -22,16 +22,18 @@ def run(hb, res):
     m0 = metrics()
     t0 = time.time()
     with MemWatch("alice") as mw:
-        pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=25, cap_mb=640, max_seconds=60), "hog")
+        pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=25, cap_mb=640, max_seconds=120), "hog")
         res.infra("hog runs inside alice's unit", "in t3-serve@alice.service", f"pid {pid}", pid_in_cgroup(pid, "alice"))
-        rc = wait_for(lambda: child_exit("alice", "hog") is not None, 90, step=0.2) and child_exit("alice", "hog")
+        rc = wait_for(lambda: child_exit("alice", "hog") is not None, 150, step=0.2) and child_exit("alice", "hog")
     time.sleep(3)  # let the agent write its event and update its counters
     ev1, bob_ev1 = cg_keyed("alice", "memory.events"), cg_keyed("bob", "memory.events")
     peak = cg_int("alice", "memory.peak")
     m1 = metrics()
     oom = ev1.get("oom_kill", 0) - ev0.get("oom_kill", 0)
     res.note(hog_pid=pid, hog_rc=rc, memory_max=mem_max, memory_peak=peak, runner_max_current=mw.max)
-    res.infra("hog ended", "exit within 90 s", f"rc {rc}", rc is not None and rc is not False)
+    # rc 0: the hog's 120 s ran out before it reached MemoryMax: nothing was tested.
+    res.infra("hog killed before its 120 s ran out", "killed by a signal (rc < 0)", f"rc {rc}",
+              isinstance(rc, int) and rc is not True and rc < 0)
     res.infra("MemoryMax scaled", "512 MiB", fmt_mb(mem_max), mem_max == 512 << 20)
     limit = 0.95 * (mem_max or 0)
     res.agent("hog SIGKILLed by the agent", "rc -9 and oom_kill +0", f"rc {rc}, oom_kill +{oom}", rc == -9 and oom == 0)

@@ -19,13 +19,13 @@ use anyhow::{bail, Context};
 /// Scenarios in run order, with the time each may take inside the VM
 /// (seconds, TCG; the runner's own per-scenario alarm is in its module).
 pub const SCENARIOS: &[(&str, u64)] = &[
-    ("runaway_enforce", 180),
-    ("runaway_observe", 180),
+    ("runaway_enforce", 240),
+    ("runaway_observe", 240),
     ("io_stall", 180),
     ("cpu_starvation", 150),
-    ("livelock", 240),
-    ("churn", 420),
-    ("restart", 240),
+    ("livelock", 360),
+    ("churn", 600),
+    ("restart", 300),
 ];
 
 /// Scenarios the agent cannot meet yet, with the reason. THE one place
