@@ -146,16 +146,17 @@ def spawn_in_unit(user, argv, tag, timeout=20):
             pass
     trigger(user, {"kind": "spawn", "argv": argv, "tag": tag})
     pid_file = os.path.join(cdir, tag + ".pid")
-    if not wait_for(lambda: os.path.exists(pid_file), timeout):
+    pid = wait_for(lambda: (read_text(pid_file) or "").strip(), timeout)
+    if not pid:
         raise RuntimeError(f"{user}'s serve did not start {tag}")
-    return int(read_text(pid_file).strip())
+    return int(pid)
 
 
 def child_exit(user, tag):
     """The child's return code as asyncio reports it (-9: SIGKILL), or None
     while it runs."""
-    t = read_text(os.path.join(base_dir(user), "children", tag + ".exit"))
-    return None if t is None else int(t.strip())
+    t = (read_text(os.path.join(base_dir(user), "children", tag + ".exit")) or "").strip()
+    return int(t) if t.lstrip("-").isdigit() else None
 
 
 def pid_in_cgroup(pid, user):

@@ -88,13 +88,17 @@ class Serve:
         finally:
             os.close(fd)
 
+    def write_atomic(self, name, text):
+        path = os.path.join(self.children_dir, name)
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+
     async def spawn(self, argv, tag):
         proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
-        with open(os.path.join(self.children_dir, tag + ".pid"), "w") as f:
-            f.write(str(proc.pid))
+        self.write_atomic(tag + ".pid", str(proc.pid))
         rc = await proc.wait()
-        with open(os.path.join(self.children_dir, tag + ".exit"), "w") as f:
-            f.write(str(rc))
+        self.write_atomic(tag + ".exit", str(rc))
 
     async def triggers(self):
         path = os.path.join(self.base_dir, "trigger.json")

@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 
-from vmlib import agent_healthy, agent_pid, cg_path, metrics, snapshot_users, systemctl, unit
+from vmlib import agent_healthy, agent_pid, cg_path, log, metrics, snapshot_users, systemctl, unit
 
 NAME = "churn"
 MODE = "observe"
@@ -83,7 +83,9 @@ def run(hb, res):
     pid = agent_pid()
     fds0, m0, maps0 = fd_count(pid), metrics(), bpf_map_entries(pid)
     lat_start, lat_stop, cycles_ok = [], [], 0
-    for _ in range(CYCLES):
+    for i in range(CYCLES):
+        if i % 10 == 0:
+            log(f"churn: cycle {i} of {CYCLES}")
         systemctl("start", "--no-block", unit("carol"))
         lat, t_cg = follow(True, 15)
         lat_start.append(lat)

@@ -1,5 +1,5 @@
 """Scenario 4, CPU starvation: burners inside alice's unit use up its cpu.max
-quota (1 ms per 1 s) for about 12 s, so the serve's event loop waits on a
+quota (1 ms per 1 s) for about 14 s, so the serve's event loop waits on a
 throttled run queue. The agent records a `warning` window for alice, cause
 cpu; bob has none."""
 
@@ -11,9 +11,9 @@ from vmlib import (cg_path, child_exit, events, read_text, spawn_in_unit, start_
 NAME = "cpu_starvation"
 MODE = "enforce"
 TIMEOUT = 150
-DESCRIPTION = "alice's unit throttled by cpu.max for ~12 s; agent: warning window, cause cpu"
+DESCRIPTION = "alice's unit throttled by cpu.max for ~14 s; agent: warning window, cause cpu"
 
-THROTTLE_S = 12
+THROTTLE_S = 14
 
 
 def run(hb, res):

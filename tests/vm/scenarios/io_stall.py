@@ -24,10 +24,11 @@ def run(hb, res):
     blob = os.path.join(base_dir("alice"), "blob")
     subprocess.run(["dd", "if=/dev/urandom", f"of={blob}", "bs=1M", f"count={READ_MIB + 8}", "status=none"], check=True)
     subprocess.run(["chown", "alice:alice", blob], check=True)
+    # Clean pages, so the serve's fadvise(DONTNEED) drops exactly the blob.
+    # (No drop_caches: that would also evict the serve's own code pages and
+    # make the stall's length depend on Python's refaults.)
     subprocess.run(["sync"], check=True)
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-    systemctl("set-property", "--runtime", unit("alice"), "IOReadBandwidthMax=/dev/vda 1M")
+    systemctl("set-property", "--runtime", unit("alice"), "IOReadBandwidthMax=/dev/vda 1048576")
     io_max = (read_text(cg_path("alice", "io.max")) or "").strip()
     res.infra("io.max throttles alice's reads", "rbps=1048576", io_max or "absent", "rbps=1048576" in io_max)
     done = os.path.join(base_dir("alice"), "trigger.done")

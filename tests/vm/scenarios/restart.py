@@ -25,6 +25,8 @@ def run(hb, res):
     before = raw_event_lines()
     carol_start = events(t0, "unit_start", "carol")
     ev0 = cg_keyed("alice", "memory.events")
+    apid0 = agent_pid()
+    n0 = int(unit_prop(AGENT_UNIT, "NRestarts") or 0)
     pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=20, cap_mb=640, max_seconds=120, status=STATUS), "hog")
 
     def allocated():
@@ -33,10 +35,9 @@ def run(hb, res):
         except ValueError:
             return 0
 
-    wait_for(lambda: allocated() >= 150, 90, step=0.2)
-    apid0 = agent_pid()
-    n0 = int(unit_prop(AGENT_UNIT, "NRestarts") or 0)
+    wait_for(lambda: allocated() >= 100, 90, step=0.1)
     t_kill = time.time()
+    at_kill = allocated()
     systemctl("kill", "--signal=SIGKILL", AGENT_UNIT, check=False)
     wait_for(lambda: agent_pid() not in (0, apid0), 15, step=0.1)
     healthy = wait_for(agent_healthy, 20, step=0.25)
@@ -44,7 +45,7 @@ def run(hb, res):
     apid1 = agent_pid()
     n1 = int(unit_prop(AGENT_UNIT, "NRestarts") or 0)
     res.agent("agent SIGKILLed mid-scenario and restarted by systemd", "new MainPID, NRestarts +1",
-              f"pid {apid0} -> {apid1}, NRestarts +{n1 - n0}, killed at {allocated()} MiB of hog",
+              f"pid {apid0} -> {apid1}, NRestarts +{n1 - n0}, killed at {at_kill} MiB of hog",
               apid1 not in (0, apid0) and n1 == n0 + 1)
     rc = wait_for(lambda: child_exit("alice", "hog") is not None, 150, step=0.2) and child_exit("alice", "hog")
     systemctl("stop", unit("carol"))

@@ -63,7 +63,9 @@ fn cut(s: &str, n: usize) -> String {
 }
 
 pub fn print_serial_tail(serial: &Path, lines: usize) {
-    let text = std::fs::read_to_string(serial).unwrap_or_default();
+    // Lossy: the firmware writes terminal escapes that are not UTF-8.
+    let bytes = std::fs::read(serial).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     eprintln!("---- last {lines} lines of {} ----", serial.display());
     for l in &all[all.len().saturating_sub(lines)..] {
