@@ -5,11 +5,13 @@
 //! - `cargo xtask run [ARGS...]`: setup, build, run the agent (`t3pressure run`).
 //! - `cargo xtask test`: setup, then the whole test suite (what `.ci/run` runs).
 //! - `cargo xtask deb`: the Debian package (binary, unit, config, man page).
+//! - `cargo xtask vm`: the real-system scenario suite in a QEMU VM.
 
 mod deb;
 mod setup;
 mod suite;
 mod util;
+mod vm;
 
 use anyhow::Result;
 
@@ -22,6 +24,8 @@ commands:
   test [--no-vm]     setup --test, then fmt, clippy, unit, root/BPF, tmux and VM tests
   deb [--skip-build] [-- ARGS]
                      build target/debian/t3pressure_*.deb with cargo-deb (installed if missing)
+  vm [--scenario NAME]... [--keep] [--rebuild] [--release] [--agent PATH]
+                     boot a systemd + cgroup v2 VM (QEMU) and run the scenario suite
 ";
 
 fn main() {
@@ -45,6 +49,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "run" => suite::run_agent(rest),
         "test" => suite::test(rest),
         "deb" => deb::run(rest),
+        "vm" => vm::run(rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

@@ -1,0 +1,46 @@
+"""Scenario 4, CPU starvation: burners inside alice's unit use up its cpu.max
+quota (1 ms per 1 s) for about 14 s, so the serve's event loop waits on a
+throttled run queue. The agent records a `warning` window for alice, cause
+cpu; bob has none."""
+
+import time
+
+from vmlib import (cg_path, child_exit, events, read_text, spawn_in_unit, start_user, systemctl, unit, unit_cgroup,
+                   VM_DIR, wait_for)
+
+NAME = "cpu_starvation"
+MODE = "enforce"
+TIMEOUT = 150
+DESCRIPTION = "alice's unit throttled by cpu.max for ~14 s; agent: warning window, cause cpu"
+
+THROTTLE_S = 14
+
+
+def run(hb, res):
+    start_user("alice")
+    start_user("bob")
+    argv = ["/usr/bin/python3", VM_DIR + "/burner.py", "--expect-cgroup", unit_cgroup("alice"),
+            "--procs", "2", "--seconds", str(THROTTLE_S + 3)]
+    pid = spawn_in_unit("alice", argv, "burner")
+    t0 = time.time()
+    systemctl("set-property", "--runtime", unit("alice"), "CPUQuotaPeriodSec=1s", "CPUQuota=0.1%")
+    cpu_max = (read_text(cg_path("alice", "cpu.max")) or "").strip()
+    res.infra("cpu.max throttles alice's unit", "1000 1000000", cpu_max or "absent", cpu_max == "1000 1000000")
+    time.sleep(max(0.0, THROTTLE_S - (time.time() - t0)))
+    systemctl("set-property", "--runtime", unit("alice"), "CPUQuota=", "CPUQuotaPeriodSec=")
+    t_end = time.time()
+    wait_for(lambda: child_exit("alice", "burner") is not None, 30, step=0.25)
+    time.sleep(4)
+    gap, gap_start = hb.longest_gap("alice", t0 - 1, t_end + 3)
+    bob_gap, _ = hb.longest_gap("bob", t0 - 1, t_end + 3)
+    res.note(burner_pid=pid, alice_gap_s=round(gap, 2), alice_gap_start=gap_start, bob_gap_s=round(bob_gap, 2),
+             cpu_stat=read_text(cg_path("alice", "cpu.stat")))
+    res.infra("alice's clients saw a warning-class stall", "10 s <= heartbeat gap < 20 s", f"{gap:.1f} s",
+              10 <= gap < 20)
+    res.infra("bob's serve kept answering", "heartbeat gap < 10 s", f"{bob_gap:.1f} s", bob_gap < 10)
+    wins = [e for e in events(t0 - 1, "stall_window", "alice") if e.get("class") in ("warning", "disconnect")]
+    res.agent("a warning window for alice, cause cpu", "class warning, cause cpu",
+              [(e.get("class"), e.get("cause"), e.get("duration_s")) for e in wins],
+              any(e.get("class") == "warning" and e.get("cause") == "cpu" for e in wins))
+    bob_w = [e for e in events(t0 - 1, "stall_window", "bob") if e.get("class") in ("warning", "disconnect")]
+    res.agent("bob has no window", "0", len(bob_w), not bob_w)

@@ -1,0 +1,58 @@
+"""Scenario 3, IO stall: alice's serve blocks on uncached reads on its event
+loop while her unit's io.max throttles reads of the disk to 1 MiB/s, for
+about 25 s. The agent records one `disconnect` window for alice, cause io,
+whose duration is within 10 % (or 2 s) of the heartbeat client's longest
+gap; bob has none."""
+
+import os
+import subprocess
+import time
+
+from vmlib import base_dir, events, read_text, start_user, systemctl, trigger, unit, cg_path, wait_for
+
+NAME = "io_stall"
+MODE = "enforce"
+TIMEOUT = 180
+DESCRIPTION = "alice's serve blocks ~25 s on reads throttled by io.max; agent: disconnect window, cause io"
+
+READ_MIB = 25
+
+
+def run(hb, res):
+    start_user("alice")
+    start_user("bob")
+    blob = os.path.join(base_dir("alice"), "blob")
+    subprocess.run(["dd", "if=/dev/urandom", f"of={blob}", "bs=1M", f"count={READ_MIB + 8}", "status=none"], check=True)
+    subprocess.run(["chown", "alice:alice", blob], check=True)
+    # Clean pages, so the serve's fadvise(DONTNEED) drops exactly the blob.
+    # (No drop_caches: that would also evict the serve's own code pages and
+    # make the stall's length depend on Python's refaults.)
+    subprocess.run(["sync"], check=True)
+    systemctl("set-property", "--runtime", unit("alice"), "IOReadBandwidthMax=/dev/vda 1048576")
+    io_max = (read_text(cg_path("alice", "io.max")) or "").strip()
+    res.infra("io.max throttles alice's reads", "rbps=1048576", io_max or "absent", "rbps=1048576" in io_max)
+    done = os.path.join(base_dir("alice"), "trigger.done")
+    n0 = len((read_text(done) or "").splitlines())
+    t0 = time.time()
+    trigger("alice", {"kind": "io", "path": blob, "bytes": READ_MIB << 20})
+    wait_for(lambda: len((read_text(done) or "").splitlines()) > n0, 120, step=0.25)
+    systemctl("set-property", "--runtime", unit("alice"), "IOReadBandwidthMax=")
+    t_end = time.time()
+    time.sleep(4)  # the window closes on the next answer; let the agent log it
+    gap, gap_start = hb.longest_gap("alice", t0 - 1, t_end + 3)
+    bob_gap, _ = hb.longest_gap("bob", t0 - 1, t_end + 3)
+    block = (read_text(done) or "").splitlines()[n0:]
+    res.note(alice_gap_s=round(gap, 2), alice_gap_start=gap_start, bob_gap_s=round(bob_gap, 2), block=block)
+    res.infra("alice's clients saw a disconnect-class stall", "heartbeat gap >= 20 s", f"{gap:.1f} s", gap >= 20)
+    res.infra("bob's serve kept answering", "heartbeat gap < 10 s", f"{bob_gap:.1f} s", bob_gap < 10)
+    wins = [e for e in events(t0 - 1, "stall_window", "alice") if e.get("class") == "disconnect"]
+    tol = max(0.1 * gap, 2.0)
+    best = min(wins, key=lambda e: abs(e.get("duration_s", 0) - gap), default=None)
+    res.agent("one disconnect window for alice", "1", len(wins), len(wins) == 1)
+    res.agent("window duration matches the heartbeat gap", f"{gap:.1f} s +- {tol:.1f} s",
+              "none" if best is None else f"{best.get('duration_s', 0):.1f} s",
+              best is not None and abs(best.get("duration_s", 0) - gap) <= tol)
+    res.agent("window cause", "io", None if best is None else best.get("cause"),
+              best is not None and best.get("cause") == "io")
+    bob_w = [e for e in events(t0 - 1, "stall_window", "bob") if e.get("class") in ("warning", "disconnect")]
+    res.agent("bob has no window", "0", len(bob_w), not bob_w)

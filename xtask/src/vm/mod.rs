@@ -1,0 +1,184 @@
+//! `cargo xtask vm`: the real-system scenario suite (issue 6) — systemd,
+//! cgroup v2 and the real t3-serve@ unit in a QEMU VM.
+//!
+//! Builds or reuses a cached kernel + rootfs image under `target/vm/`, builds
+//! the agent and shares it over 9p with the scenario scripts (`tests/vm/`),
+//! boots once for all scenarios, then prints the results table and writes
+//! `target/vm/results.json`. See `tests/vm/runner.py` for the VM side.
+
+mod boot;
+mod host;
+mod image;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+/// Scenarios in run order, with the time each may take inside the VM
+/// (seconds, TCG; the runner's own per-scenario alarm is in its module).
+pub const SCENARIOS: &[(&str, u64)] = &[
+    ("runaway_enforce", 240),
+    ("runaway_observe", 240),
+    ("io_stall", 180),
+    ("cpu_starvation", 150),
+    ("livelock", 360),
+    ("churn", 600),
+    ("restart", 300),
+];
+
+/// Scenarios the agent cannot meet yet, with the reason. THE one place
+/// where a failing scenario may be excused: it then shows as
+/// `KNOWN FAILURE` in the table and `results.json`, and the suite exits 0,
+/// but only if every failed check is an agent check (a failed infra check —
+/// the scenario did not really happen — always fails the suite). Remove a
+/// line as soon as the agent meets the scenario's figures.
+pub const KNOWN_FAILURES: &[(&str, &str)] = &[
+    (
+        "runaway_enforce",
+        "t3pressure run is not built yet on main (no runaway catcher, no event log, no /metrics)",
+    ),
+    (
+        "runaway_observe",
+        "t3pressure run is not built yet on main (no BPF OOM tracing, no event log, no /metrics)",
+    ),
+    (
+        "io_stall",
+        "t3pressure run is not built yet on main (no stall windows)",
+    ),
+    (
+        "cpu_starvation",
+        "t3pressure run is not built yet on main (no stall windows)",
+    ),
+    (
+        "livelock",
+        "t3pressure run is not built yet on main (no livelock detector)",
+    ),
+    (
+        "churn",
+        "t3pressure run is not built yet on main (no discovery, no /api/v1/snapshot)",
+    ),
+    (
+        "restart",
+        "t3pressure run is not built yet on main (no event log)",
+    ),
+];
+
+/// Parsed `cargo xtask vm` flags.
+#[derive(Debug, Default)]
+struct Options {
+    scenarios: Vec<String>,
+    /// Keep the VM's rootfs writes (target/vm/last-rootfs.img) for inspection.
+    keep: bool,
+    /// Rebuild the image even when its inputs did not change.
+    rebuild: bool,
+    /// Build the agent with `--release` (default: debug, see `build_agent`).
+    release: bool,
+    /// Use this agent binary instead of building one.
+    agent: Option<PathBuf>,
+}
+
+const USAGE: &str =
+    "usage: cargo xtask vm [--scenario NAME]... [--keep] [--rebuild] [--release] [--agent PATH]";
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut o = Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--scenario" => {
+                let name = it.next().context("--scenario needs a NAME")?;
+                if !SCENARIOS.iter().any(|(n, _)| n == name) {
+                    let names: Vec<_> = SCENARIOS.iter().map(|(n, _)| *n).collect();
+                    bail!("unknown scenario {name:?}; known: {}", names.join(", "));
+                }
+                o.scenarios.push(name.clone());
+            }
+            "--keep" => o.keep = true,
+            "--rebuild" => o.rebuild = true,
+            "--release" => o.release = true,
+            "--agent" => o.agent = Some(PathBuf::from(it.next().context("--agent needs a PATH")?)),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if o.scenarios.is_empty() {
+        o.scenarios = SCENARIOS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    }
+    Ok(o)
+}
+
+/// Paths the suite works with.
+pub struct Paths {
+    pub root: PathBuf,
+    pub vm_src: PathBuf,
+    pub target: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Paths {
+    fn new() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        Paths {
+            vm_src: root.join("tests/vm"),
+            out: target.join("vm"),
+            target,
+            root,
+        }
+    }
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let opts = parse(args)?;
+    let paths = Paths::new();
+    std::fs::create_dir_all(&paths.out)
+        .with_context(|| format!("create {}", paths.out.display()))?;
+
+    host::ensure_packages()?;
+    let t = Instant::now();
+    let img = image::ensure(&paths, opts.rebuild)?;
+    let image_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let agent = match &opts.agent {
+        Some(p) => p.clone(),
+        None => host::build_agent(&paths, opts.release)?,
+    };
+    let build_s = t.elapsed().as_secs_f64();
+
+    let budget: u64 = 240
+        + SCENARIOS
+            .iter()
+            .filter(|(n, _)| opts.scenarios.iter().any(|s| s == n))
+            .map(|(_, b)| b)
+            .sum::<u64>();
+    let share = boot::prepare_share(&paths, &agent, &opts.scenarios)?;
+    let t = Instant::now();
+    let booted = boot::boot(&paths, &img, &share, budget, opts.keep);
+    let vm_s = t.elapsed().as_secs_f64();
+
+    let timings = report::Timings {
+        image_s,
+        image_cached: img.cached,
+        agent_build_s: build_s,
+        vm_s,
+        total_s: started.elapsed().as_secs_f64(),
+    };
+    let serial = paths.out.join("serial.log");
+    if let Err(e) = booted {
+        report::print_serial_tail(&serial, 60);
+        return Err(e);
+    }
+    report::finish(&paths, &share, &opts.scenarios, &timings, opts.release)
+}
