@@ -8,36 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
-/// Metric names of the spec's contract (docs/spec.md, "Metrics").
-const SPEC_METRICS: &[&str] = &[
-    "t3pressure_unit_info",
-    "t3pressure_memory_current_bytes",
-    "t3pressure_memory_max_bytes",
-    "t3pressure_memory_high_bytes",
-    "t3pressure_memory_peak_bytes",
-    "t3pressure_memory_anon_bytes",
-    "t3pressure_memory_file_bytes",
-    "t3pressure_memory_events_total",
-    "t3pressure_pressure_memory_waiting_seconds_total",
-    "t3pressure_pressure_io_waiting_seconds_total",
-    "t3pressure_pressure_cpu_waiting_seconds_total",
-    "t3pressure_pressure_memory_stalled_seconds_total",
-    "t3pressure_pressure_io_stalled_seconds_total",
-    "t3pressure_memory_growth_bytes_per_second",
-    "t3pressure_memory_time_to_max_seconds",
-    "t3pressure_sched_runqueue_wait_seconds",
-    "t3pressure_sched_blocked_seconds",
-    "t3pressure_serve_stall_seconds",
-    "t3pressure_stall_window_seconds",
-    "t3pressure_stall_windows_total",
-    "t3pressure_oom_kills_total",
-    "t3pressure_runaway_actions_total",
-    "t3pressure_bpf_loaded",
-    "t3pressure_units_watched",
-    "t3pressure_sample_duration_seconds",
-    "t3pressure_read_errors_total",
-    "t3pressure_build_info",
-];
+use t3pressure::outputs::metrics::SPEC_METRIC_NAMES as SPEC_METRICS;
 
 /// Histograms of the spec: their `_bucket`, `_sum` and `_count` series exist.
 const SPEC_HISTOGRAMS: &[&str] = &[

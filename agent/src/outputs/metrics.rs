@@ -522,40 +522,41 @@ fn set_int_counter(v: &IntCounterVec, labels: &[&str], total: u64) {
     }
 }
 
+/// Every metric name of the spec's table (the contract alert rules and
+/// dashboards use); tests check the registry and deploy/ against it.
+pub const SPEC_METRIC_NAMES: &[&str] = &[
+    "t3pressure_unit_info",
+    "t3pressure_memory_current_bytes",
+    "t3pressure_memory_max_bytes",
+    "t3pressure_memory_high_bytes",
+    "t3pressure_memory_peak_bytes",
+    "t3pressure_memory_anon_bytes",
+    "t3pressure_memory_file_bytes",
+    "t3pressure_memory_events_total",
+    "t3pressure_pressure_memory_waiting_seconds_total",
+    "t3pressure_pressure_io_waiting_seconds_total",
+    "t3pressure_pressure_cpu_waiting_seconds_total",
+    "t3pressure_pressure_memory_stalled_seconds_total",
+    "t3pressure_pressure_io_stalled_seconds_total",
+    "t3pressure_memory_growth_bytes_per_second",
+    "t3pressure_memory_time_to_max_seconds",
+    "t3pressure_sched_runqueue_wait_seconds",
+    "t3pressure_sched_blocked_seconds",
+    "t3pressure_serve_stall_seconds",
+    "t3pressure_stall_window_seconds",
+    "t3pressure_stall_windows_total",
+    "t3pressure_oom_kills_total",
+    "t3pressure_runaway_actions_total",
+    "t3pressure_bpf_loaded",
+    "t3pressure_units_watched",
+    "t3pressure_sample_duration_seconds",
+    "t3pressure_read_errors_total",
+    "t3pressure_build_info",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every name of the spec's metric table.
-    const SPEC_NAMES: &[&str] = &[
-        "t3pressure_unit_info",
-        "t3pressure_memory_current_bytes",
-        "t3pressure_memory_max_bytes",
-        "t3pressure_memory_high_bytes",
-        "t3pressure_memory_peak_bytes",
-        "t3pressure_memory_anon_bytes",
-        "t3pressure_memory_file_bytes",
-        "t3pressure_memory_events_total",
-        "t3pressure_pressure_memory_waiting_seconds_total",
-        "t3pressure_pressure_io_waiting_seconds_total",
-        "t3pressure_pressure_cpu_waiting_seconds_total",
-        "t3pressure_pressure_memory_stalled_seconds_total",
-        "t3pressure_pressure_io_stalled_seconds_total",
-        "t3pressure_memory_growth_bytes_per_second",
-        "t3pressure_memory_time_to_max_seconds",
-        "t3pressure_sched_runqueue_wait_seconds",
-        "t3pressure_sched_blocked_seconds",
-        "t3pressure_serve_stall_seconds",
-        "t3pressure_stall_window_seconds",
-        "t3pressure_stall_windows_total",
-        "t3pressure_oom_kills_total",
-        "t3pressure_runaway_actions_total",
-        "t3pressure_bpf_loaded",
-        "t3pressure_units_watched",
-        "t3pressure_sample_duration_seconds",
-        "t3pressure_read_errors_total",
-        "t3pressure_build_info",
-    ];
 
     fn feed_everything(m: &Metrics, user: &str) {
         m.add_unit(user, &format!("t3-serve@{user}.service"));
@@ -599,7 +600,7 @@ mod tests {
         m.observe_sample_duration(0.001);
         m.set_read_errors(&BTreeMap::from([("memory.stat".to_string(), 2)]));
         let text = m.render();
-        for name in SPEC_NAMES {
+        for name in SPEC_METRIC_NAMES {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "{name} missing from\n{text}"
