@@ -312,30 +312,6 @@ fn top_live_against_stub() {
     tmux.wait_for("exit status 0", |s| s.contains("top-exit2=0"));
 }
 
-/// A fake cgroup v2 tree with alice's and bob's unit directories, filled
-/// from the kernel capture.
-fn fake_tree(root: &Path) {
-    let capture = workspace().join("../../shared/fixtures/kernel-6.1-capture");
-    let capture = if capture.exists() {
-        capture
-    } else {
-        PathBuf::from("/work/shared/fixtures/kernel-6.1-capture")
-    };
-    let src_slice = capture.join("cgroup/system.slice/system-t3x2dserve.slice");
-    let dst_slice = root.join("system.slice/system-t3\\x2dserve.slice");
-    for user in ["alice", "bob"] {
-        let unit = format!("t3-serve@{user}.service");
-        let dst = dst_slice.join(&unit);
-        std::fs::create_dir_all(&dst).expect("create unit dir");
-        for entry in std::fs::read_dir(src_slice.join(&unit)).expect("capture unit dir") {
-            let entry = entry.expect("dir entry");
-            if entry.file_type().expect("file type").is_file() {
-                std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy file");
-            }
-        }
-    }
-}
-
 struct Agent(Child);
 
 impl Drop for Agent {
@@ -349,8 +325,12 @@ impl Drop for Agent {
 fn top_live_against_agent() {
     let bin = binary();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let cg = tmp.path().join("cgroup");
-    fake_tree(&cg);
+    // The project's fake tree builder: alice's and bob's units with files
+    // captured from a real kernel.
+    let tree = t3pressure::testing::fake_tree::FakeCgroupTree::new_in(tmp.path());
+    tree.unit("alice");
+    tree.unit("bob");
+    let cg = tree.root();
     let state = tmp.path().join("state");
     std::fs::create_dir_all(&state).expect("state dir");
     let addr = format!("127.0.0.1:{}", free_port());
