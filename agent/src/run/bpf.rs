@@ -5,7 +5,7 @@
 //! histograms into metrics.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::config::Config;
 use crate::detectors::stall::{Episode as StallEpisode, EpisodeKind as StallKind};
@@ -33,6 +33,9 @@ pub struct BpfFeed {
     pending: BTreeMap<u64, Vec<Episode>>,
     /// Recent finished episodes, newest first, by unit cgroup id.
     recent: BTreeMap<u64, VecDeque<Episode>>,
+    /// Per unit, the `memory.events` `oom` count already accounted for:
+    /// read when the unit is watched, advanced by each memcg OOM kill.
+    oom_accounted: BTreeMap<u64, u64>,
 }
 
 /// Loads and attaches the programs unless `--no-bpf`; the error says why
@@ -53,6 +56,7 @@ pub fn load(config: &Config) -> Result<(BpfFeed, tokio::sync::mpsc::Receiver<Bpf
             threshold,
             pending: BTreeMap::new(),
             recent: BTreeMap::new(),
+            oom_accounted: BTreeMap::new(),
         },
         rx,
     ))
@@ -60,6 +64,11 @@ pub fn load(config: &Config) -> Result<(BpfFeed, tokio::sync::mpsc::Receiver<Bpf
 
 impl BpfFeed {
     pub fn watch(&mut self, unit: &Unit) {
+        let oom = read_memory_events(&unit.path)
+            .ok()
+            .flatten()
+            .map_or(0, |e| e.oom);
+        self.oom_accounted.insert(unit.cgroup_id, oom);
         if let Err(e) = self.bpf.watch_unit(unit) {
             tracing::error!(user = %unit.user, "cannot trace this unit's tasks: {e}");
         }
@@ -68,6 +77,7 @@ impl BpfFeed {
     pub fn unwatch(&mut self, unit: &Unit) {
         self.pending.remove(&unit.cgroup_id);
         self.recent.remove(&unit.cgroup_id);
+        self.oom_accounted.remove(&unit.cgroup_id);
         if let Err(e) = self.bpf.unwatch_unit(unit) {
             tracing::warn!(user = %unit.user, "cannot untrace this unit: {e}");
         }
@@ -187,40 +197,40 @@ pub fn to_usec_slots(ns_buckets: &[u64; BUCKETS]) -> (Vec<u64>, f64) {
 }
 
 /// An OOM victim as an event. Memcg when the unit's `memory.events` `oom`
-/// (the unit hit MemoryMax) moved since its last sample; `oom_kill` moves
-/// for any kill of a task in the unit, global ones included, so it cannot
-/// tell the two apart.
-pub fn oom_kill(v: &OomVictim, model: &Model) -> (Option<String>, OomKill, f64) {
-    let state = v
-        .unit_cgroup_id
-        .and_then(|id| model.units.values().find(|s| s.unit.cgroup_id == id));
-    let scope = match state {
-        Some(s) => {
-            let before = s
-                .latest
-                .as_ref()
-                .and_then(|l| l.memory_events)
-                .map_or(0, |e| e.oom);
-            match read_memory_events(&s.unit.path) {
-                Ok(Some(now)) if now.oom > before => OomScope::Memcg,
-                _ => OomScope::Global,
+/// (the unit hit MemoryMax) went past what earlier kills accounted for:
+/// the kernel bumps it before it picks the victim, so the sampler may have
+/// seen the new value before this event arrives, and comparing with the
+/// last sample would call a memcg kill global. `oom_kill` is no help: it
+/// moves for any kill of a task in the unit, global ones included.
+impl BpfFeed {
+    pub fn oom_kill(&mut self, v: &OomVictim, model: &Model) -> OomKill {
+        let state = v
+            .unit_cgroup_id
+            .and_then(|id| model.units.values().find(|s| s.unit.cgroup_id == id));
+        let scope = match state {
+            Some(s) => {
+                let accounted = self.oom_accounted.entry(s.unit.cgroup_id).or_insert(0);
+                match read_memory_events(&s.unit.path) {
+                    Ok(Some(now)) if now.oom > *accounted => {
+                        *accounted = now.oom;
+                        OomScope::Memcg
+                    }
+                    _ => OomScope::Global,
+                }
             }
+            None => OomScope::Global,
+        };
+        OomKill {
+            user: state.map(|s| s.unit.user.clone()),
+            pid: i32::try_from(v.pid).unwrap_or(-1),
+            comm: v.comm.clone(),
+            uid: v.uid,
+            anon_rss: v.anon_rss,
+            file_rss: v.file_rss,
+            shmem_rss: v.shmem_rss,
+            scope,
         }
-        None => OomScope::Global,
-    };
-    let user = state.map(|s| s.unit.user.clone());
-    let kill = OomKill {
-        user: user.clone(),
-        pid: i32::try_from(v.pid).unwrap_or(-1),
-        comm: v.comm.clone(),
-        uid: v.uid,
-        anon_rss: v.anon_rss,
-        file_rss: v.file_rss,
-        shmem_rss: v.shmem_rss,
-        scope,
-    };
-    let at = unix_seconds(v.at.min(SystemTime::now()));
-    (user, kill, at)
+    }
 }
 
 #[cfg(test)]

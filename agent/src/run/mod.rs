@@ -526,7 +526,10 @@ impl Loop {
                 }
             }
             BpfEvent::Oom(v) => {
-                let (_, kill, _) = bpf::oom_kill(&v, &self.model);
+                let Some(b) = self.bpf.as_mut() else {
+                    return;
+                };
+                let kill = b.oom_kill(&v, &self.model);
                 tracing::warn!(
                     user = ?kill.user, pid = kill.pid, comm = %kill.comm, scope = kill.scope.as_str(),
                     anon_rss = kill.anon_rss, "kernel OOM kill"

@@ -27,6 +27,10 @@ def fd_count(pid):
         return None
 
 
+# Maps of agent-ebpf with per-unit or per-task entries.
+AGENT_MAPS = ("WATCHED", "TASKS", "HIST")
+
+
 def bpf_map_entries(pid):
     """Entries in every BPF map the agent holds (bpftool), or None."""
     try:
@@ -34,8 +38,13 @@ def bpf_map_entries(pid):
     except (OSError, ValueError):
         return None
     total, found = 0, False
+    # Debian's bpftool lists no owner "pids" on this kernel: fall back to the
+    # agent's map names (only the agent loads BPF in the VM).
+    have_pids = any("pids" in m for m in maps)
     for m in maps:
-        if not any(p.get("pid") == pid for p in m.get("pids", [])):
+        if have_pids and not any(p.get("pid") == pid for p in m.get("pids", [])):
+            continue
+        if not have_pids and m.get("name") not in AGENT_MAPS:
             continue
         if m.get("type") in ("perf_event_array", "ringbuf", "array", "percpu_array", "prog_array"):
             continue  # fixed size: no per-unit entries
@@ -101,7 +110,9 @@ def run(hb, res):
     seen = [x for x in lat_start + lat_stop if x is not None]
     worst = max(seen) if seen else None
     res.note(latency_start_s=lat_start, latency_stop_s=lat_stop, fds=(fds0, fds1), series=(series(m0), series(m1)),
-             bpf_map_entries=(maps0, maps1))
+             bpf_map_entries=(maps0, maps1),
+             series_added=sorted(str(x) for x in set(m1 or []) - set(m0 or [])),
+             series_removed=sorted(str(x) for x in set(m0 or []) - set(m1 or [])))
     res.agent("watched set follows each start and stop", f"{2 * CYCLES} of {2 * CYCLES} within {FOLLOW_S} s",
               f"{sum(1 for x in seen if x <= FOLLOW_S)} of {2 * CYCLES}, worst "
               + ("n/a" if worst is None else f"{worst:.2f} s"),

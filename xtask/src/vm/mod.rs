@@ -34,36 +34,13 @@ pub const SCENARIOS: &[(&str, u64)] = &[
 /// but only if every failed check is an agent check (a failed infra check —
 /// the scenario did not really happen — always fails the suite). Remove a
 /// line as soon as the agent meets the scenario's figures.
-pub const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "runaway_enforce",
-        "t3pressure run is not built yet on main (no runaway catcher, no event log, no /metrics)",
-    ),
-    (
-        "runaway_observe",
-        "t3pressure run is not built yet on main (no BPF OOM tracing, no event log, no /metrics)",
-    ),
-    (
-        "io_stall",
-        "t3pressure run is not built yet on main (no stall windows)",
-    ),
-    (
-        "cpu_starvation",
-        "t3pressure run is not built yet on main (no stall windows)",
-    ),
-    (
-        "livelock",
-        "t3pressure run is not built yet on main (no livelock detector)",
-    ),
-    (
-        "churn",
-        "t3pressure run is not built yet on main (no discovery, no /api/v1/snapshot)",
-    ),
-    (
-        "restart",
-        "t3pressure run is not built yet on main (no event log)",
-    ),
-];
+pub const KNOWN_FAILURES: &[(&str, &str)] = &[(
+    "cpu_starvation",
+    "under cpu.max 1 ms/1 s the BPF episode chain of the serve's main thread gives a \
+     9.9 s window (class short, cause cpu) against a 13.4 s heartbeat gap: the thread is \
+     not continuously waiting by the stall-window definition (gaps >= 100 ms between \
+     throttled waits); the detector needs a look under CFS throttling",
+)];
 
 /// Parsed `cargo xtask vm` flags.
 #[derive(Debug, Default)]
