@@ -32,9 +32,13 @@ def run(hb, res):
     alice = start_user("alice", fresh=True)
     ev0 = cg_keyed("alice", "memory.events")
     t0 = time.time()
-    # The hog first grows to its plateau (430 MiB) under MemoryMax alone, then
-    # the band is put under it: growing through the band would itself take
-    # minutes under TCG, as the kernel throttles every charge above high.
+    # The hog first grows to its plateau (430 MiB) under a raised MemoryMax,
+    # then the seed's 512M limit comes back with the band under it: growing
+    # through the band would itself take minutes under TCG (the kernel
+    # throttles every charge above high), and growing at 40 MiB/s past 75 %
+    # of 512M is, rightly, a projected runaway the agent kills in enforce
+    # mode before any livelock exists.
+    systemctl("set-property", "--runtime", unit("alice"), "MemoryMax=1G")
     pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=40, cap_mb=640, max_seconds=150, plateau_mb=430,
                                          churn_mb=8, status=STATUS), "hog")
 
@@ -47,7 +51,9 @@ def run(hb, res):
     st = wait_for(lambda: (status() or {}).get("plateau_since") and status(), 90, step=0.25)
     res.infra("hog reached its plateau", "about 430 MiB", "never" if not st else f"{st.get('allocated_mb')} MiB after "
               f"{st['plateau_since'] - t0:.1f} s", bool(st))
-    systemctl("set-property", "--runtime", unit("alice"), "MemoryHigh=384M")
+    # Let the growth leave the agent's 10-sample slope window: a plateau.
+    time.sleep(10)
+    systemctl("set-property", "--runtime", unit("alice"), "MemoryMax=512M", "MemoryHigh=384M")
     t_band = time.time()
     high, current = cg_int("alice", "memory.high"), cg_int("alice", "memory.current")
     res.infra("unit stuck between memory.high and memory.max", "high 384 MiB < current < max 512 MiB",
