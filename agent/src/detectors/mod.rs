@@ -11,8 +11,7 @@
 //! next_due[unit] = now + detectors.sample_interval_for(&tick.runaway);
 //! // on a stopped unit:   detectors.unit_removed(user, now_unix)
 //! // for the snapshot:    detectors.stall_info(user, now_unix)  (ongoing, recent, last hour)
-// PSI shares:          stall::PsiShares::between(&prev_sample, &cur_sample)
-// snapshot is_candidate: detectors.policy().candidate(&unit_input)
+//! // snapshot is_candidate: detectors.policy().candidate(&unit_input)
 //! ```
 
 pub mod runaway;

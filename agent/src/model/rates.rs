@@ -46,6 +46,19 @@ pub struct PressureShares {
     pub dt_s: f64,
 }
 
+impl PressureShares {
+    /// Shares of memory, io and cpu between two readings of the three
+    /// pressure files (a unit's or the host's), `dt_s` apart.
+    pub fn between(prev: [Option<&Psi>; 3], cur: [Option<&Psi>; 3], dt_s: f64) -> Self {
+        PressureShares {
+            memory: PsiShares::between(prev[0], cur[0], dt_s),
+            io: PsiShares::between(prev[1], cur[1], dt_s),
+            cpu: PsiShares::between(prev[2], cur[2], dt_s),
+            dt_s,
+        }
+    }
+}
+
 /// Seconds until `current` reaches the limit at `growth` bytes/s; `None`
 /// when unlimited or not growing.
 pub fn time_to_max(current: u64, max: Option<Limit>, growth_bps: Option<f64>) -> Option<f64> {

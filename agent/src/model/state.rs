@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::model::growth::{ProcGrowth, Series};
-use crate::model::rates::{time_to_max, PressureShares, PsiShares};
+use crate::model::rates::{time_to_max, PressureShares};
 use crate::model::sample::{HostSample, ProcSample, Unit, UnitSample};
 use crate::model::serve::{find_serve, ServeMatcher};
 
@@ -90,24 +90,19 @@ impl UnitState {
             let dt = sample.at.saturating_duration_since(prev.at);
             self.achieved_interval = Some(dt);
             let dt_s = dt.as_secs_f64();
-            self.pressure = PressureShares {
-                memory: PsiShares::between(
+            self.pressure = PressureShares::between(
+                [
                     prev.memory_pressure.as_ref(),
-                    sample.memory_pressure.as_ref(),
-                    dt_s,
-                ),
-                io: PsiShares::between(
                     prev.io_pressure.as_ref(),
-                    sample.io_pressure.as_ref(),
-                    dt_s,
-                ),
-                cpu: PsiShares::between(
                     prev.cpu_pressure.as_ref(),
+                ],
+                [
+                    sample.memory_pressure.as_ref(),
+                    sample.io_pressure.as_ref(),
                     sample.cpu_pressure.as_ref(),
-                    dt_s,
-                ),
+                ],
                 dt_s,
-            };
+            );
             self.previous = Some(prev);
         }
         if let Some(cur) = sample.memory_current {
@@ -234,24 +229,19 @@ impl Model {
                     .saturating_duration_since(h.latest.at)
                     .as_secs_f64();
                 let p = &h.latest;
-                let pressure = PressureShares {
-                    memory: PsiShares::between(
+                let pressure = PressureShares::between(
+                    [
                         p.memory_pressure.as_ref(),
-                        sample.memory_pressure.as_ref(),
-                        dt_s,
-                    ),
-                    io: PsiShares::between(
                         p.io_pressure.as_ref(),
-                        sample.io_pressure.as_ref(),
-                        dt_s,
-                    ),
-                    cpu: PsiShares::between(
                         p.cpu_pressure.as_ref(),
+                    ],
+                    [
+                        sample.memory_pressure.as_ref(),
+                        sample.io_pressure.as_ref(),
                         sample.cpu_pressure.as_ref(),
-                        dt_s,
-                    ),
+                    ],
                     dt_s,
-                };
+                );
                 (Some(h.latest), pressure)
             }
             None => (None, PressureShares::default()),
