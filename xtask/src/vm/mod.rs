@@ -34,14 +34,25 @@ pub const SCENARIOS: &[(&str, u64)] = &[
 /// but only if every failed check is an agent check (a failed infra check —
 /// the scenario did not really happen — always fails the suite). Remove a
 /// line as soon as the agent meets the scenario's figures.
-pub const KNOWN_FAILURES: &[(&str, &str)] = &[(
-    "cpu_starvation",
-    "flaky, 1 failure in 3 full runs on 2026-11-23: under cpu.max 1 ms/1 s the BPF \
+pub const KNOWN_FAILURES: &[(&str, &str)] = &[
+    (
+        "cpu_starvation",
+        "flaky, 1 failure in 5 full runs on 2026-11-23: under cpu.max 1 ms/1 s the BPF \
      episode chain of the serve's main thread once gave a 9.9 s window (class short, \
      cause cpu) against a 13.4 s heartbeat gap; the chain breaks where the throttled \
      thread sleeps >= 100 ms between waits. The detector needs a look under CFS \
      throttling; a passing run still shows PASS",
-)];
+    ),
+    (
+        "io_stall",
+        "flaky, 1 failure in 5 full runs on 2026-11-23: the heartbeat client saw a 26.9 s \
+         gap but the agent logged no stall_window for alice by the time the runner \
+         looked (other runs: 25.0 s window against a 25.2 s gap, cause io). Not yet \
+         known whether the window was split by a >= 100 ms gap in the serve thread's \
+         D-state chain or had not closed yet; see target/vm/share/out/ of a failing run. \
+         A passing run still shows PASS",
+    ),
+];
 
 /// Parsed `cargo xtask vm` flags.
 #[derive(Debug, Default)]
