@@ -45,12 +45,12 @@ pub const KNOWN_FAILURES: &[(&str, &str)] = &[
     ),
     (
         "io_stall",
-        "flaky, 1 failure in 5 full runs on 2026-11-23: the heartbeat client saw a 26.9 s \
-         gap but the agent logged no stall_window for alice by the time the runner \
-         looked (other runs: 25.0 s window against a 25.2 s gap, cause io). Not yet \
-         known whether the window was split by a >= 100 ms gap in the serve thread's \
-         D-state chain or had not closed yet; see target/vm/share/out/ of a failing run. \
-         A passing run still shows PASS",
+        "flaky, 1 failure in 5 full runs on 2026-11-23: against a 26.9 s heartbeat gap \
+         the serve thread's D-state chain broke into windows of 7.9, 1.0, 11.0 (warning), \
+         1.0, 1.0 and 3.0 s, so no disconnect window (other runs: one 25.0 s window \
+         against a 25.2 s gap, cause io). The chain breaks on gaps >= 100 ms between \
+         episodes; the stall detector needs a bridge across them (issue 5). A passing \
+         run still shows PASS",
     ),
 ];
 
