@@ -94,19 +94,29 @@ impl BpfFeed {
         recent.truncate(RECENT_EPISODES);
     }
 
+    /// Waits in progress in every watched unit: one walk of the kernel's
+    /// task map per sampling pass, shared by all units.
+    pub fn ongoing(&self) -> Vec<Episode> {
+        self.bpf.ongoing_episodes(monotonic_ns(), self.threshold)
+    }
+
     /// The serve main thread's episodes for the stall detector: the
-    /// finished ones since the last call and the ones still in progress.
-    /// The main thread of the serve process has tid == pid.
-    pub fn serve_episodes(&mut self, unit: &Unit, serve_pid: Option<i32>) -> Vec<StallEpisode> {
+    /// finished ones since the last call and, from `ongoing`, the ones still
+    /// in progress. The main thread of the serve process has tid == pid.
+    pub fn serve_episodes(
+        &mut self,
+        unit: &Unit,
+        serve_pid: Option<i32>,
+        ongoing: &[Episode],
+    ) -> Vec<StallEpisode> {
         let pending = self.pending.remove(&unit.cgroup_id).unwrap_or_default();
         let Some(tid) = serve_pid.and_then(|p| u32::try_from(p).ok()) else {
             return Vec::new();
         };
-        let ongoing = self
-            .bpf
-            .ongoing_episodes(monotonic_ns(), self.threshold)
-            .into_iter()
-            .filter(|e| e.unit_cgroup_id == unit.cgroup_id);
+        let ongoing = ongoing
+            .iter()
+            .filter(|e| e.unit_cgroup_id == unit.cgroup_id)
+            .cloned();
         pending
             .into_iter()
             .chain(ongoing)
@@ -133,8 +143,7 @@ impl BpfFeed {
     }
 
     /// The snapshot's episodes per unit: in progress first, then recent.
-    pub fn annotate(&self, snap: &mut Snapshot, model: &Model) {
-        let ongoing = self.bpf.ongoing_episodes(monotonic_ns(), self.threshold);
+    pub fn annotate(&self, snap: &mut Snapshot, model: &Model, ongoing: &[Episode]) {
         for info in &mut snap.units {
             let Some(state) = model.units.values().find(|s| s.unit.user == info.user) else {
                 continue;

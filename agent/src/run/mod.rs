@@ -444,7 +444,10 @@ impl Loop {
             };
         }
 
-        self.detect(&sampled, host_sampled, now);
+        // In-progress waits, read once per pass for the detectors and the
+        // snapshot.
+        let ongoing = self.bpf.as_ref().map(|b| b.ongoing()).unwrap_or_default();
+        self.detect(&sampled, host_sampled, now, &ongoing);
 
         let mut snapshot = build::snapshot(&self.model, self.agent.clone());
         detect::annotate(
@@ -454,7 +457,7 @@ impl Loop {
             &self.history,
         );
         if let Some(b) = &self.bpf {
-            b.annotate(&mut snapshot, &self.model);
+            b.annotate(&mut snapshot, &self.model, &ongoing);
             if host_sampled {
                 b.export_histograms(&self.model, &self.metrics);
             }
@@ -465,7 +468,13 @@ impl Loop {
     /// Runs the detectors on the units sampled in this pass, acts on their
     /// decisions, logs and counts what they concluded, and sets each unit's
     /// next sampling interval.
-    fn detect(&mut self, sampled: &[Unit], host_sampled: bool, now: Instant) {
+    fn detect(
+        &mut self,
+        sampled: &[Unit],
+        host_sampled: bool,
+        now: Instant,
+        ongoing: &[crate::sources::bpf::Episode],
+    ) {
         let wall = unix_seconds(SystemTime::now());
         // The serve main thread's scheduler episodes, per sampled unit.
         let episodes: Vec<Vec<StallEpisode>> = sampled
@@ -474,7 +483,7 @@ impl Loop {
                 let serve = self.model.units.get(&unit.path).and_then(|s| s.serve_pid);
                 self.bpf
                     .as_mut()
-                    .map(|b| b.serve_episodes(unit, serve))
+                    .map(|b| b.serve_episodes(unit, serve, ongoing))
                     .unwrap_or_default()
             })
             .collect();
