@@ -58,6 +58,15 @@ pub struct TaskState {
     pub start_ns: u64,
     /// Cgroup id of the watched unit the task belongs to.
     pub unit_cgroup_id: u64,
+    /// Sum of the task's finished waits (run-queue and D state, every one,
+    /// however short) since the entry was created, ns. With the wait in
+    /// progress it tells userspace which share of an interval the task
+    /// spent waiting, short waits the episode threshold leaves out included.
+    pub waited_ns: u64,
+    /// Sum of the task's finished voluntary sleeps (neither runnable nor D
+    /// state), ns: with `waited_ns`, what is left of an interval is the
+    /// time the task ran.
+    pub slept_ns: u64,
     /// Task id (kernel pid); 0 until a new task first leaves a CPU.
     pub tid: u32,
     /// Thread group id (userspace pid), 0 while `tid` is.

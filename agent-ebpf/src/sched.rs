@@ -104,6 +104,8 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
         let st = TaskState {
             start_ns: ts,
             unit_cgroup_id: unit,
+            waited_ns: 0,
+            slept_ns: 0,
             tid: pid_tgid as u32,
             tgid: (pid_tgid >> 32) as u32,
             kind,
@@ -132,6 +134,8 @@ pub fn sched_wakeup(ctx: BtfTracePointContext) -> u32 {
     let ts = now();
     if st.kind == KIND_BLOCKED {
         finish(st, ts);
+    } else {
+        st.slept_ns = st.slept_ns.wrapping_add(ts.saturating_sub(st.start_ns));
     }
     st.kind = KIND_RUNQUEUE;
     st.start_ns = ts;
@@ -150,6 +154,8 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
     let st = TaskState {
         start_ns: now(),
         unit_cgroup_id: unit,
+        waited_ns: 0,
+        slept_ns: 0,
         tid: 0,
         tgid: 0,
         kind: KIND_RUNQUEUE,
@@ -161,10 +167,12 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// Accounts a finished wait: histogram, and an episode when long enough.
+/// Accounts a finished wait: the task's wait total, the histogram, and an
+/// episode when long enough.
 #[inline(always)]
-fn finish(st: &TaskState, now: u64) {
+fn finish(st: &mut TaskState, now: u64) {
     let dur = now.saturating_sub(st.start_ns);
+    st.waited_ns = st.waited_ns.wrapping_add(dur);
     let Some(h) = HIST.get_ptr_mut(st.unit_cgroup_id) else {
         // The unit is no longer watched.
         return;

@@ -1,6 +1,7 @@
 //! Root + BPF on this host: run-queue wait and D-state episodes of tasks in
 //! a unit-shaped cgroup2 directory, and nothing for the same load outside.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -212,4 +213,77 @@ fn blocked_episode_length_and_in_progress() {
     );
     bpf.unwatch_unit(&unit).expect("unwatch");
     assert!(bpf.histograms(unit.cgroup_id).is_none());
+}
+
+#[test]
+fn wait_and_sleep_totals_count_waits_below_the_episode_threshold() {
+    require_root_bpf();
+    let _serial = serial();
+    let (_cgs, unit_dir, _other_dir) = setup();
+    let unit = unit_at(&unit_dir);
+    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
+    bpf.watch_unit(&unit).expect("watch unit");
+    let rt = runtime();
+    let mut rx = {
+        let _g = rt.enter();
+        bpf.events().expect("events")
+    };
+
+    // 12 D-state waits of 50 ms (none an episode), then 1 s asleep.
+    let t0 = Instant::now();
+    let mut child = Command::new(HELPER)
+        .args(["--join"])
+        .arg(unit_dir.join("cgroup.procs"))
+        .args(["vforks", "12", "50", "1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn helper");
+    let pid = child.id();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read helper");
+    assert_eq!(line.trim(), "waited");
+    let walk = bpf.walk_tasks(monotonic_ns(), Duration::from_millis(100));
+    let elapsed = t0.elapsed().as_secs_f64();
+    let w = walk
+        .main_thread_waits
+        .iter()
+        .find(|w| w.tid == pid)
+        .unwrap_or_else(|| panic!("no wait total for {pid}: {walk:?}"));
+    let waited = w.waited_ns as f64 / 1e9;
+    eprintln!(
+        "waited {waited:.3} s, slept {:.3} s, of {elapsed:.3} s since spawn",
+        w.slept_ns as f64 / 1e9
+    );
+    assert!(
+        (0.57..=elapsed).contains(&waited),
+        "12 x 50 ms in D: waited {waited} s"
+    );
+    assert_eq!(w.unit_cgroup_id, unit.cgroup_id);
+
+    // The sleep: counted as sleep, not as waiting.
+    std::thread::sleep(Duration::from_millis(400));
+    let walk2 = bpf.walk_tasks(monotonic_ns(), Duration::from_millis(100));
+    let w2 = walk2
+        .main_thread_waits
+        .iter()
+        .find(|w| w.tid == pid)
+        .expect("still there while asleep");
+    let slept = (w2.slept_ns - w.slept_ns) as f64 / 1e9;
+    let waited_more = (w2.waited_ns - w.waited_ns) as f64 / 1e9;
+    eprintln!("over 0.4 s asleep: slept +{slept:.3} s, waited +{waited_more:.3} s");
+    assert!((0.35..=0.5).contains(&slept), "slept +{slept} s");
+    assert!(waited_more < 0.05, "waited +{waited_more} s while asleep");
+    assert!(
+        !walk2.ongoing.iter().any(|e| e.tid == pid),
+        "a voluntary sleep is no episode"
+    );
+    wait_ok(child);
+    let events = collect_events(&rt, &mut rx, Duration::from_millis(300));
+    assert!(
+        episodes_of(&events, pid).is_empty(),
+        "waits under the threshold became episodes: {events:?}"
+    );
+    bpf.unwatch_unit(&unit).expect("unwatch");
 }

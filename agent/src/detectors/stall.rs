@@ -4,7 +4,13 @@
 //! Two inputs, one detector. With BPF, the serve's main thread's scheduler
 //! episodes (run-queue wait or D state, each longer than the in-kernel
 //! threshold) are chained; gaps shorter than 100 ms are merged because the
-//! thread cannot answer a heartbeat in them either. Without BPF, consecutive
+//! thread cannot answer a heartbeat in them either. A longer gap (up to
+//! [`MAX_BRIDGE_S`]) is bridged when the thread spent at least half of every
+//! sampling interval around it waiting, counting the waits too short to be
+//! episodes (the kernel side keeps the thread's wait total): a reader
+//! throttled by io.max alternates long and short D-state waits, a thread
+//! under a CFS quota short sleeps and long throttled waits, and neither
+//! answers a heartbeat in between. Without BPF, consecutive
 //! sampling intervals (<= 1 s) whose memory/io `full` or cpu `some` share is
 //! >= 50 % form the window.
 //!
@@ -21,6 +27,22 @@ pub const STALLED_SHARE: f64 = 0.50;
 /// Longest PSI interval that still proves continuity (the spec's 1 s plus
 /// scheduling jitter of the sampler).
 pub const MAX_PSI_INTERVAL_S: f64 = 1.5;
+/// Longest gap between two episodes that a busy-waiting thread bridges.
+pub const MAX_BRIDGE_S: f64 = 1.0;
+/// Share of the time outside episodes the serve thread must spend waiting
+/// for a gap in that interval to be bridged (the throttled reader).
+pub const BRIDGE_WAIT_SHARE: f64 = 0.50;
+/// Or: share of the whole interval it spent waiting, while running for at
+/// most `STARVED_RUN_SHARE` of it (the thread under a spent CPU quota, which
+/// sleeps between throttled waits but gets almost no CPU).
+pub const STARVED_WAIT_SHARE: f64 = 0.75;
+pub const STARVED_RUN_SHARE: f64 = 0.10;
+/// Starvation is judged over at least the last second, so a timer sleep
+/// that fills a whole 100 ms tick does not hide it.
+pub const STARVED_SPAN_S: f64 = 1.0;
+/// Tolerance when checking that the bridged intervals reach back to the
+/// gap's start (sampling jitter between wall and monotonic clocks).
+const BRIDGE_SLACK_S: f64 = 0.05;
 
 /// Stall shares of one sampling interval (0..1 each), derived from the PSI
 /// totals of the unit: delta of `total` / elapsed time.
@@ -115,6 +137,19 @@ fn same_episode(a: &Episode, b: &Episode) -> bool {
     a.kind == b.kind && (a.start - b.start).abs() < EPISODE_MATCH_S
 }
 
+/// The serve main thread's wait total at one instant, from BPF: every
+/// run-queue and D-state wait, however short, the one in progress included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServeWait {
+    pub tid: u32,
+    /// Seconds waited since the kernel side first saw the thread.
+    pub waited_s: f64,
+    /// Seconds slept voluntarily since then (the rest of the time it ran).
+    pub slept_s: f64,
+    /// Monotonic seconds of the reading.
+    pub at_s: f64,
+}
+
 /// Input of one tick.
 #[derive(Debug, Clone, Default)]
 pub struct StallTick<'a> {
@@ -130,6 +165,9 @@ pub struct StallTick<'a> {
     pub episodes: &'a [Episode],
     /// The unit's fastest-growing or largest anon process right now.
     pub culprit: Option<Culprit>,
+    /// The serve main thread's wait total now (BPF); two successive ones
+    /// give the share of the interval it spent waiting, for bridging gaps.
+    pub serve_wait: Option<ServeWait>,
 }
 
 /// Output of one tick.
@@ -232,6 +270,12 @@ pub struct StallDetector {
     disconnect_s: f64,
     current: Option<Building>,
     last_now: Option<f64>,
+    last_wait: Option<ServeWait>,
+    /// Wait totals of the last `STARVED_SPAN_S` or so (same thread).
+    waits: std::collections::VecDeque<ServeWait>,
+    /// Start (Unix seconds) of the run of consecutive intervals up to now in
+    /// which the serve thread waited at least `BRIDGE_WAIT_SHARE`.
+    busy_since: Option<f64>,
 }
 
 impl StallDetector {
@@ -243,6 +287,9 @@ impl StallDetector {
             disconnect_s,
             current: None,
             last_now: None,
+            last_wait: None,
+            waits: std::collections::VecDeque::new(),
+            busy_since: None,
         }
     }
 
@@ -253,6 +300,7 @@ impl StallDetector {
     /// Feeds one tick; returns the ongoing window and what closed.
     pub fn on_tick(&mut self, tick: &StallTick<'_>) -> StallOutput {
         let mut out = StallOutput::default();
+        self.note_wait(tick);
         match self.source {
             WindowSource::Bpf => self.feed_episodes(tick, &mut out),
             WindowSource::Psi => self.feed_psi(tick, &mut out),
@@ -292,6 +340,121 @@ impl StallDetector {
         Some(self.window(&b, end, true))
     }
 
+    /// Whether the serve thread was busy waiting in the interval since the
+    /// last tick: it spent most of the time outside its episodes waiting
+    /// (episode time is taken out of both the interval and the wait total,
+    /// so an episode cannot vouch for free running next to it), or it was
+    /// starved (waiting most of the interval and hardly running). From it,
+    /// the run of busy intervals bridges rely on.
+    fn note_wait(&mut self, tick: &StallTick<'_>) {
+        let busy = match (self.last_wait, tick.serve_wait) {
+            (Some(p), Some(c))
+                if p.tid == c.tid
+                    && c.at_s > p.at_s
+                    && c.waited_s >= p.waited_s
+                    && c.slept_s >= p.slept_s =>
+            {
+                let span = c.at_s - p.at_s;
+                let from = tick.now - span;
+                let waited = (c.waited_s - p.waited_s).min(span);
+                let in_episodes = self.episode_time(tick, from).min(waited);
+                let free = span - in_episodes;
+                let waited_free = waited - in_episodes;
+                let busy_free = free < MERGE_GAP_S / 2.0 || waited_free >= BRIDGE_WAIT_SHARE * free;
+                Some((from, busy_free || self.starved(&c)))
+            }
+            _ => None,
+        };
+        match tick.serve_wait {
+            Some(c)
+                if self
+                    .waits
+                    .back()
+                    .is_some_and(|p| p.tid == c.tid && c.at_s > p.at_s) =>
+            {
+                self.waits.push_back(c);
+                // Keep the newest reading at least STARVED_SPAN_S old.
+                while self
+                    .waits
+                    .get(1)
+                    .is_some_and(|w| c.at_s - w.at_s >= STARVED_SPAN_S)
+                {
+                    self.waits.pop_front();
+                }
+            }
+            Some(c) => {
+                self.waits.clear();
+                self.waits.push_back(c);
+            }
+            None => self.waits.clear(),
+        }
+        match busy {
+            Some((from, true)) => {
+                self.busy_since.get_or_insert(from);
+            }
+            _ => self.busy_since = None,
+        }
+        self.last_wait = tick.serve_wait;
+    }
+
+    /// Over the last `STARVED_SPAN_S` (or what there is of it, back to the
+    /// oldest comparable reading) up to `c`: waiting most of the time and
+    /// hardly running.
+    fn starved(&self, c: &ServeWait) -> bool {
+        let Some(p) = self
+            .waits
+            .iter()
+            .rev()
+            .find(|w| c.at_s - w.at_s >= STARVED_SPAN_S)
+            .or(self.waits.front())
+        else {
+            return false;
+        };
+        let span = c.at_s - p.at_s;
+        if p.tid != c.tid || span <= 0.0 || c.waited_s < p.waited_s || c.slept_s < p.slept_s {
+            return false;
+        }
+        let waited = (c.waited_s - p.waited_s).min(span);
+        let ran = (span - waited - (c.slept_s - p.slept_s)).max(0.0);
+        waited >= STARVED_WAIT_SHARE * span && ran <= STARVED_RUN_SHARE * span
+    }
+
+    /// Seconds of `from..tick.now` covered by the serve thread's episodes:
+    /// this tick's (newest news first) and the window's earlier ones.
+    fn episode_time(&self, tick: &StallTick<'_>, from: f64) -> f64 {
+        let earlier = self.current.iter().flat_map(|b| b.episodes.iter());
+        let mut spans: Vec<(f64, f64)> = Vec::new();
+        let mut seen: Vec<Episode> = Vec::new();
+        for e in tick.episodes.iter().chain(earlier) {
+            if seen.iter().any(|k| same_episode(k, e)) {
+                continue;
+            }
+            seen.push(*e);
+            let start = e.start.max(from);
+            let end = e.end.unwrap_or(tick.now).min(tick.now);
+            if end > start {
+                spans.push((start, end));
+            }
+        }
+        spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut total = 0.0;
+        let mut reach = f64::NEG_INFINITY;
+        for (start, end) in spans {
+            let start = start.max(reach);
+            if end > start {
+                total += end - start;
+                reach = end;
+            }
+        }
+        total
+    }
+
+    /// The serve thread was waiting most of every interval from `from` to
+    /// now, and `from`..`to` is short enough to bridge.
+    fn bridges(&self, from: f64, to: f64) -> bool {
+        to - from <= MAX_BRIDGE_S && self.busy_since.is_some_and(|b| b <= from + BRIDGE_SLACK_S)
+    }
+
     fn feed_episodes(&mut self, tick: &StallTick<'_>, out: &mut StallOutput) {
         let mut eps: Vec<Episode> = tick.episodes.to_vec();
         eps.sort_by(|a, b| a.start.total_cmp(&b.start));
@@ -311,6 +474,7 @@ impl StallDetector {
                     .iter()
                     .any(|k| k.end.is_none() || same_episode(k, &e))
                     || e.start - b.end < MERGE_GAP_S
+                    || self.bridges(b.end, e.start)
             });
             if !merge {
                 if let Some(b) = self.current.take() {
@@ -339,10 +503,11 @@ impl StallDetector {
                 .fold(b.start, f64::max);
             b.end = latest;
         }
-        let stale = self
-            .current
-            .as_ref()
-            .is_some_and(|b| !b.open && tick.now - b.end >= MERGE_GAP_S);
+        // A gap the thread may still bridge keeps the window pending; its
+        // end stays the last episode's end.
+        let stale = self.current.as_ref().is_some_and(|b| {
+            !b.open && tick.now - b.end >= MERGE_GAP_S && !self.bridges(b.end, tick.now)
+        });
         if stale {
             if let Some(b) = self.current.take() {
                 out.closed.push(self.window(&b, b.end, true));

@@ -21,6 +21,7 @@ fn tick(now: f64, episodes: &[Episode]) -> StallTick<'_> {
         shares: None,
         episodes,
         culprit: None,
+        serve_wait: None,
     }
 }
 
@@ -189,6 +190,7 @@ fn bpf_window_with(kind: EpisodeKind, s: PsiShares) -> StallWindow {
             shares: Some(s),
             episodes: &e,
             culprit: None,
+            serve_wait: None,
         });
     }
     d.finish(30.0).expect("window in progress")
@@ -272,6 +274,7 @@ fn culprit_is_the_biggest_seen_during_the_window() {
             shares: None,
             episodes: &e,
             culprit: Some(culprit),
+            serve_wait: None,
         });
     }
     let w = d.finish(3.0).expect("window");
@@ -347,4 +350,220 @@ fn shares_between_two_samples() {
     assert!(PsiShares::between(&b, &a).is_none(), "time went backwards");
     b.memory_pressure = None;
     assert!(PsiShares::between(&a, &b).is_none());
+}
+
+/// What the serve thread does in a simulated timeline.
+#[derive(Clone, Copy, PartialEq)]
+enum Seg {
+    /// A wait long enough to be an episode.
+    Episode(EpisodeKind),
+    /// A wait shorter than the episode threshold (counted in the kernel's
+    /// wait total only).
+    ShortWait,
+    /// Running: free to answer a heartbeat.
+    Run,
+    /// Sleeping voluntarily (waiting for a request).
+    Sleep,
+}
+
+/// Drives a BPF detector through `segs` (back to back from t = 100 s),
+/// ticking every `dt` seconds the way the run loop does: episodes finished
+/// since the last tick plus the ones in progress, and the thread's wait
+/// total. Then ticks on for 3 s of freedom. Returns every closed window.
+fn simulate(segs: &[(Seg, f64)], dt: f64, tid_at: impl Fn(f64) -> u32) -> Vec<StallWindow> {
+    let t0 = 100.0;
+    let mut timeline = Vec::new();
+    let mut t = t0;
+    for &(seg, len) in segs {
+        timeline.push((seg, t, t + len));
+        t += len;
+    }
+    let end = t + 3.0;
+    timeline.push((Seg::Sleep, t, end));
+    let mut d = bpf();
+    // The agent was already watching before the thread's trouble began.
+    d.on_tick(&StallTick {
+        now: t0,
+        serve_wait: Some(ServeWait {
+            tid: tid_at(t0),
+            waited_s: 0.0,
+            slept_s: 0.0,
+            at_s: t0 - 50.0,
+        }),
+        ..Default::default()
+    });
+    let mut closed = Vec::new();
+    let mut last = t0;
+    let mut now = t0;
+    while now < end {
+        now += dt;
+        let episodes: Vec<Episode> = timeline
+            .iter()
+            .filter_map(|&(seg, s, e)| match seg {
+                Seg::Episode(kind) if s < now && e > last => {
+                    Some(ep(kind, s, (e <= now).then_some(e)))
+                }
+                _ => None,
+            })
+            .collect();
+        let total = |f: &dyn Fn(Seg) -> bool| -> f64 {
+            timeline
+                .iter()
+                .filter(|(seg, _, _)| f(*seg))
+                .map(|&(_, s, e)| (e.min(now) - s).max(0.0))
+                .sum()
+        };
+        let waited = total(&|s| matches!(s, Seg::Episode(_) | Seg::ShortWait));
+        let slept = total(&|s| s == Seg::Sleep);
+        let out = d.on_tick(&StallTick {
+            now,
+            interval_s: dt,
+            shares: None,
+            episodes: &episodes,
+            culprit: None,
+            serve_wait: Some(ServeWait {
+                tid: tid_at(now),
+                waited_s: waited,
+                slept_s: slept,
+                // Monotonic: some other origin than the wall clock.
+                at_s: now - 50.0,
+            }),
+        });
+        closed.extend(out.closed);
+        last = now;
+    }
+    closed.extend(d.finish(now));
+    closed
+}
+
+/// A reader throttled by io.max: long D-state waits with gaps of short
+/// waits between them (the serve thread never ran free for long).
+fn throttled_reader(gap: f64, gap_wait_share: f64, cycles: usize) -> Vec<(Seg, f64)> {
+    let mut segs = Vec::new();
+    for _ in 0..cycles {
+        segs.push((Seg::Episode(EpisodeKind::Blocked), 0.8));
+        // The gap: short waits with little runs between them.
+        let waits = 4;
+        for _ in 0..waits {
+            segs.push((Seg::ShortWait, gap * gap_wait_share / waits as f64));
+            segs.push((Seg::Run, gap * (1.0 - gap_wait_share) / waits as f64));
+        }
+    }
+    segs.push((Seg::Episode(EpisodeKind::Blocked), 0.8));
+    segs
+}
+
+#[test]
+fn busy_gaps_between_episodes_are_bridged() {
+    // 22 cycles of 0.8 s episode + 0.4 s gap (90 % short waits) + a last
+    // episode: 27.2 s of no heartbeat, one disconnect window.
+    for dt in [1.0, 0.1] {
+        let segs = throttled_reader(0.4, 0.9, 22);
+        let ws = simulate(&segs, dt, |_| 7);
+        assert_eq!(ws.len(), 1, "dt {dt}: {ws:?}");
+        let w = &ws[0];
+        assert!(
+            (w.duration_s - 27.2).abs() < 1e-6,
+            "dt {dt}: {}",
+            w.duration_s
+        );
+        assert_eq!(w.class, Class::Disconnect);
+        assert_eq!(w.start, 100.0);
+    }
+}
+
+#[test]
+fn free_gaps_split_windows_however_busy_the_episodes_are() {
+    // Same episodes, but the 0.4 s gaps are free running: no bridge, even
+    // though each 1 s interval is mostly episode time.
+    let segs = throttled_reader(0.4, 0.0, 22);
+    let ws = simulate(&segs, 1.0, |_| 7);
+    assert_eq!(ws.len(), 23, "{ws:?}");
+    assert!(ws.iter().all(|w| (w.duration_s - 0.8).abs() < 1e-6));
+    // A share just under the bar does not bridge either.
+    let segs = throttled_reader(0.4, 0.4, 22);
+    assert_eq!(simulate(&segs, 1.0, |_| 7).len(), 23);
+}
+
+#[test]
+fn long_busy_gaps_are_not_bridged() {
+    // 1.5 s of short waits between episodes is more than MAX_BRIDGE_S.
+    let segs = throttled_reader(1.5, 1.0, 3);
+    let ws = simulate(&segs, 1.0, |_| 7);
+    assert_eq!(ws.len(), 4, "{ws:?}");
+}
+
+#[test]
+fn a_new_serve_thread_does_not_bridge_the_old_ones_gap() {
+    // The serve restarted (another tid) mid-way: its wait total is not
+    // comparable with the old one's, so that interval bridges nothing.
+    let segs = throttled_reader(0.4, 0.9, 22);
+    let ws = simulate(&segs, 1.0, |now| if now < 110.0 { 7 } else { 8 });
+    assert!(ws.len() >= 2, "{ws:?}");
+    let total: f64 = ws.iter().map(|w| w.duration_s).sum();
+    assert!(total <= 27.2 + 1e-6, "{total}");
+}
+
+#[test]
+fn pending_bridge_keeps_the_windows_end_at_its_last_episode() {
+    // One episode, then 0.6 s of short waits, then freedom: the window
+    // stays pending through the busy gap and closes at the episode's end.
+    let segs = [
+        (Seg::Episode(EpisodeKind::Blocked), 2.0),
+        (Seg::ShortWait, 0.6),
+    ];
+    let ws = simulate(&segs, 0.1, |_| 7);
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert!(
+        (ws[0].duration_s - 2.0).abs() < 1e-6,
+        "{}",
+        ws[0].duration_s
+    );
+    assert_eq!(ws[0].end, Some(102.0));
+}
+
+/// A serve under a spent CPU quota: long throttled run-queue waits, each
+/// followed by a sliver of CPU and a voluntary sleep of `sleep` seconds
+/// (its event loop's timer), then `run` seconds of running.
+fn throttled_loop(sleep: f64, run: f64, cycles: usize) -> Vec<(Seg, f64)> {
+    let mut segs = Vec::new();
+    for _ in 0..cycles {
+        segs.push((Seg::Episode(EpisodeKind::Runqueue), 0.9));
+        segs.push((Seg::Run, run));
+        segs.push((Seg::Sleep, sleep));
+    }
+    segs.push((Seg::Episode(EpisodeKind::Runqueue), 0.9));
+    segs
+}
+
+#[test]
+fn starved_thread_sleeping_between_throttled_waits_is_one_window() {
+    // 14 cycles of 0.9 s throttled + 2 ms of CPU + a 120 ms timer sleep.
+    let segs = throttled_loop(0.12, 0.002, 14);
+    let expect = 14.0 * 1.022 + 0.9;
+    for dt in [1.0, 0.1] {
+        let ws = simulate(&segs, dt, |_| 7);
+        assert_eq!(ws.len(), 1, "dt {dt}: {ws:?}");
+        assert!(
+            (ws[0].duration_s - expect).abs() < 1e-6,
+            "{}",
+            ws[0].duration_s
+        );
+        assert_eq!(ws[0].class, Class::Warning);
+        assert_eq!(ws[0].cause, Cause::Cpu);
+    }
+}
+
+#[test]
+fn a_thread_that_runs_between_waits_is_not_starved() {
+    // 0.9 s waits with 250 ms of running between them: the loop got CPU
+    // and could answer; every wait is its own window.
+    let segs = throttled_loop(0.0, 0.25, 10);
+    let ws = simulate(&segs, 1.0, |_| 7);
+    assert_eq!(ws.len(), 11, "{ws:?}");
+    // And a thread that mostly sleeps between its waits is not starved:
+    // 0.9 s waits, 0.6 s sleeps (waiting 60 % of the time).
+    let segs = throttled_loop(0.6, 0.002, 10);
+    let ws = simulate(&segs, 1.0, |_| 7);
+    assert_eq!(ws.len(), 11, "{ws:?}");
 }

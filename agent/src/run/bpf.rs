@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::detectors::stall::{Episode as StallEpisode, EpisodeKind as StallKind};
+use crate::detectors::stall::{Episode as StallEpisode, EpisodeKind as StallKind, ServeWait};
 use crate::model::event::{unix_seconds, OomKill, OomScope};
 use crate::model::sample::Unit;
 use crate::model::state::Model;
@@ -16,7 +16,9 @@ use crate::outputs::log2_histogram::LOG2_SLOTS;
 use crate::outputs::metrics::{Metrics, SchedHistogram};
 use crate::outputs::snapshot::{EpisodeInfo, Snapshot};
 use crate::sources::bpf::monotonic_ns;
-use crate::sources::bpf::{Bpf, BpfConfig, BpfEvent, Episode, EpisodeKind, OomVictim, BUCKETS};
+use crate::sources::bpf::{
+    Bpf, BpfConfig, BpfEvent, Episode, EpisodeKind, OomVictim, TaskWalk, BUCKETS,
+};
 use crate::sources::cgroupfs::read_memory_events;
 
 /// Finished episodes kept per unit for the snapshot.
@@ -94,10 +96,25 @@ impl BpfFeed {
         recent.truncate(RECENT_EPISODES);
     }
 
-    /// Waits in progress in every watched unit: one walk of the kernel's
-    /// task map per sampling pass, shared by all units.
-    pub fn ongoing(&self) -> Vec<Episode> {
-        self.bpf.ongoing_episodes(monotonic_ns(), self.threshold)
+    /// Waits in progress in every watched unit and the main threads' wait
+    /// totals: one walk of the kernel's task map per sampling pass, shared
+    /// by all units.
+    pub fn walk(&self) -> TaskWalk {
+        self.bpf.walk_tasks(monotonic_ns(), self.threshold)
+    }
+
+    /// The serve main thread's wait total, for the stall detector's bridges.
+    pub fn serve_wait(unit: &Unit, serve_pid: Option<i32>, walk: &TaskWalk) -> Option<ServeWait> {
+        let tid = serve_pid.and_then(|p| u32::try_from(p).ok())?;
+        walk.main_thread_waits
+            .iter()
+            .find(|w| w.tid == tid && w.unit_cgroup_id == unit.cgroup_id)
+            .map(|w| ServeWait {
+                tid,
+                waited_s: w.waited_ns as f64 / 1e9,
+                slept_s: w.slept_ns as f64 / 1e9,
+                at_s: walk.at_mono_ns as f64 / 1e9,
+            })
     }
 
     /// The serve main thread's episodes for the stall detector: the

@@ -446,8 +446,8 @@ impl Loop {
 
         // In-progress waits, read once per pass for the detectors and the
         // snapshot.
-        let ongoing = self.bpf.as_ref().map(|b| b.ongoing()).unwrap_or_default();
-        self.detect(&sampled, host_sampled, now, &ongoing);
+        let walk = self.bpf.as_ref().map(|b| b.walk()).unwrap_or_default();
+        self.detect(&sampled, host_sampled, now, &walk);
 
         let mut snapshot = build::snapshot(&self.model, self.agent.clone());
         detect::annotate(
@@ -457,7 +457,7 @@ impl Loop {
             &self.history,
         );
         if let Some(b) = &self.bpf {
-            b.annotate(&mut snapshot, &self.model, &ongoing);
+            b.annotate(&mut snapshot, &self.model, &walk.ongoing);
             if host_sampled {
                 b.export_histograms(&self.model, &self.metrics);
             }
@@ -473,7 +473,7 @@ impl Loop {
         sampled: &[Unit],
         host_sampled: bool,
         now: Instant,
-        ongoing: &[crate::sources::bpf::Episode],
+        walk: &crate::sources::bpf::TaskWalk,
     ) {
         let wall = unix_seconds(SystemTime::now());
         // The serve main thread's scheduler episodes, per sampled unit.
@@ -483,7 +483,7 @@ impl Loop {
                 let serve = self.model.units.get(&unit.path).and_then(|s| s.serve_pid);
                 self.bpf
                     .as_mut()
-                    .map(|b| b.serve_episodes(unit, serve, ongoing))
+                    .map(|b| b.serve_episodes(unit, serve, &walk.ongoing))
                     .unwrap_or_default()
             })
             .collect();
@@ -502,6 +502,11 @@ impl Loop {
                     shares: detect::stall_shares(&state.pressure),
                     episodes,
                     culprit: None,
+                    serve_wait: self
+                        .bpf
+                        .is_some()
+                        .then(|| bpf::BpfFeed::serve_wait(unit, state.serve_pid, walk))
+                        .flatten(),
                 },
                 runaway: input,
             });

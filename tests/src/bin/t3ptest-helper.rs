@@ -90,6 +90,19 @@ fn main() {
             println!("ready {}", std::process::id());
             vfork_sleep(ms);
         }
+        "vforks" => {
+            // COUNT D-state waits of MS each (each under the episode
+            // threshold), then "waited" and a voluntary sleep of HOLD_MS.
+            let count: u32 = arg(&args, 1, "count");
+            let ms: u64 = arg(&args, 2, "ms");
+            let hold: u64 = arg(&args, 3, "hold_ms");
+            for _ in 0..count {
+                vfork_sleep(ms);
+            }
+            println!("waited");
+            std::io::stdout().flush().expect("stdout");
+            std::thread::sleep(std::time::Duration::from_millis(hold));
+        }
         "alloc" => {
             let max_mb: usize = arg(&args, 1, "max_mb");
             let mut keep: Vec<Vec<u8>> = Vec::new();

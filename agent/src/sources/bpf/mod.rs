@@ -13,8 +13,8 @@ use std::collections::HashMap as StdHashMap;
 use std::time::{Duration, SystemTime};
 
 use agent_common::{
-    globals, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE, MAX_LEVELS,
-    STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    globals, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE, KIND_SLEEPING,
+    MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
@@ -135,6 +135,31 @@ pub struct Episode {
     /// So far, for one in progress.
     pub duration: Duration,
     pub ongoing: bool,
+}
+
+/// How long one process main thread of a watched unit has waited (run
+/// queue and D state, every wait however short, the one in progress up to
+/// the walk) and slept, since the kernel side first saw it. Differences
+/// between two walks give the shares of the interval the thread could not
+/// run, did not want to, and (the rest) ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskWait {
+    pub unit_cgroup_id: u64,
+    pub tid: u32,
+    pub waited_ns: u64,
+    /// Voluntary sleep, the one in progress included.
+    pub slept_ns: u64,
+}
+
+/// What one walk of the task map found.
+#[derive(Debug, Clone, Default)]
+pub struct TaskWalk {
+    /// CLOCK_MONOTONIC ns of the walk.
+    pub at_mono_ns: u64,
+    /// Waits still in progress, at least the episode threshold long so far.
+    pub ongoing: Vec<Episode>,
+    /// Wait totals of the main threads (tid == tgid) of watched processes.
+    pub main_thread_waits: Vec<TaskWait>,
 }
 
 /// Per-unit log2 histograms, counts per bucket (see [`BUCKETS`]).
@@ -355,20 +380,44 @@ impl Bpf {
     /// Waits in progress of watched tasks at `now_mono_ns` (see
     /// [`monotonic_ns`]), at least `min` long so far.
     pub fn ongoing_episodes(&self, now_mono_ns: u64, min: Duration) -> Vec<Episode> {
+        self.walk_tasks(now_mono_ns, min).ongoing
+    }
+
+    /// One walk of the kernel's task map: the waits in progress at least
+    /// `min` long so far, and every watched process main thread's wait
+    /// total (see [`TaskWait`]).
+    pub fn walk_tasks(&self, now_mono_ns: u64, min: Duration) -> TaskWalk {
         let min_ns = u64::try_from(min.as_nanos()).unwrap_or(u64::MAX);
-        let mut out = Vec::new();
+        let mut walk = TaskWalk {
+            at_mono_ns: now_mono_ns,
+            ..TaskWalk::default()
+        };
         for (_, st) in self.tasks.iter().filter_map(Result::ok) {
-            let Some(kind) = EpisodeKind::from_raw(st.kind) else {
-                continue;
-            };
             if !self.units.contains_key(&st.unit_cgroup_id) {
                 continue;
             }
+            let kind = EpisodeKind::from_raw(st.kind);
             let so_far = now_mono_ns.saturating_sub(st.start_ns);
+            if st.tid != 0 && st.tid == st.tgid {
+                let (waiting, sleeping) = match kind {
+                    Some(_) => (so_far, 0),
+                    None if st.kind == KIND_SLEEPING => (0, so_far),
+                    None => (0, 0),
+                };
+                walk.main_thread_waits.push(TaskWait {
+                    unit_cgroup_id: st.unit_cgroup_id,
+                    tid: st.tid,
+                    waited_ns: st.waited_ns.saturating_add(waiting),
+                    slept_ns: st.slept_ns.saturating_add(sleeping),
+                });
+            }
+            let Some(kind) = kind else {
+                continue;
+            };
             if so_far < min_ns {
                 continue;
             }
-            out.push(Episode {
+            walk.ongoing.push(Episode {
                 unit_cgroup_id: st.unit_cgroup_id,
                 tid: st.tid,
                 tgid: st.tgid,
@@ -380,7 +429,7 @@ impl Bpf {
                 ongoing: true,
             });
         }
-        out
+        walk
     }
 
     /// How many tasks of watched units the kernel side tracks (entries of
