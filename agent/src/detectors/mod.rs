@@ -48,6 +48,8 @@ pub struct UnitTick<'a> {
 pub struct Detectors {
     mode: Mode,
     source: WindowSource,
+    /// The in-kernel episode threshold: how late a wait becomes visible.
+    episode_threshold_s: f64,
     warning_s: f64,
     disconnect_s: f64,
     stall: BTreeMap<String, StallDetector>,
@@ -72,6 +74,7 @@ impl Detectors {
             } else {
                 WindowSource::Psi
             },
+            episode_threshold_s: config.episode_threshold_ms as f64 / 1000.0,
             warning_s: config.stall_warning_seconds,
             disconnect_s: config.stall_disconnect_seconds,
             stall: BTreeMap::new(),
@@ -115,10 +118,11 @@ impl Detectors {
     fn stall_tick(&mut self, u: &UnitTick<'_>, events: &mut Vec<EventBody>) {
         let user = &u.runaway.user;
         let (source, warning_s, disconnect_s) = (self.source, self.warning_s, self.disconnect_s);
-        let det = self
-            .stall
-            .entry(user.clone())
-            .or_insert_with(|| StallDetector::new(user, source, warning_s, disconnect_s));
+        let threshold = self.episode_threshold_s;
+        let det = self.stall.entry(user.clone()).or_insert_with(|| {
+            StallDetector::new(user, source, warning_s, disconnect_s)
+                .with_episode_threshold(threshold)
+        });
         let mut tick = u.stall.clone();
         if tick.culprit.is_none() {
             tick.culprit = pick_culprit(&u.runaway.procs);

@@ -4,13 +4,18 @@
 //! Two inputs, one detector. With BPF, the serve's main thread's scheduler
 //! episodes (run-queue wait or D state, each longer than the in-kernel
 //! threshold) are chained; gaps shorter than 100 ms are merged because the
-//! thread cannot answer a heartbeat in them either. A longer gap (up to
-//! [`MAX_BRIDGE_S`]) is bridged when the thread spent at least half of every
-//! sampling interval around it waiting, counting the waits too short to be
-//! episodes (the kernel side keeps the thread's wait total): a reader
-//! throttled by io.max alternates long and short D-state waits, a thread
-//! under a CFS quota short sleeps and long throttled waits, and neither
-//! answers a heartbeat in between. Without BPF, consecutive
+//! thread cannot answer a heartbeat in them either. A longer gap is bridged
+//! when every sampling interval from its start to its end was busy for the
+//! thread: outside its episodes it was waiting most of the time (the kernel
+//! side keeps the thread's totals of all waits, the ones too short to be
+//! episodes included, and of voluntary sleeps), or it never slept (its
+//! event loop never went back to wait for requests) while waiting at least
+//! half of the interval, or it was starved (waiting most of the last second
+//! and hardly running). A synchronous reader throttled by io.max strings
+//! long and short D-state waits and copies together, a loop under a spent
+//! CPU quota sleeps briefly between long throttled waits; neither answers a
+//! heartbeat in between. A window still ends where its last episode ended.
+//! Without BPF, consecutive
 //! sampling intervals (<= 1 s) whose memory/io `full` or cpu `some` share is
 //! >= 50 % form the window.
 //!
@@ -27,11 +32,21 @@ pub const STALLED_SHARE: f64 = 0.50;
 /// Longest PSI interval that still proves continuity (the spec's 1 s plus
 /// scheduling jitter of the sampler).
 pub const MAX_PSI_INTERVAL_S: f64 = 1.5;
-/// Longest gap between two episodes that a busy-waiting thread bridges.
-pub const MAX_BRIDGE_S: f64 = 1.0;
 /// Share of the time outside episodes the serve thread must spend waiting
-/// for a gap in that interval to be bridged (the throttled reader).
-pub const BRIDGE_WAIT_SHARE: f64 = 0.50;
+/// for a gap in that interval to be bridged (the throttled reader). High,
+/// so that a loop slowed down by run-queue contention but still running a
+/// third of the time is not called stalled.
+pub const BRIDGE_WAIT_SHARE: f64 = 0.75;
+/// Or: it never slept voluntarily in the interval (its event loop never
+/// went back to waiting for requests) and spent at least this share of it
+/// waiting: a synchronous read loop on the event loop, whose copies between
+/// throttled reads take real CPU time.
+pub const SLEEPLESS_WAIT_SHARE: f64 = 0.50;
+/// "Never slept": at most this share of the interval asleep.
+const SLEEPLESS_SLEEP_SHARE: f64 = 0.01;
+/// Default in-kernel episode threshold: a wait in progress becomes visible
+/// to userspace only once it is this long.
+pub const DEFAULT_EPISODE_THRESHOLD_S: f64 = 0.100;
 /// Or: share of the whole interval it spent waiting, while running for at
 /// most `STARVED_RUN_SHARE` of it (the thread under a spent CPU quota, which
 /// sleeps between throttled waits but gets almost no CPU).
@@ -276,6 +291,7 @@ pub struct StallDetector {
     /// Start (Unix seconds) of the run of consecutive intervals up to now in
     /// which the serve thread waited at least `BRIDGE_WAIT_SHARE`.
     busy_since: Option<f64>,
+    episode_threshold_s: f64,
 }
 
 impl StallDetector {
@@ -290,7 +306,16 @@ impl StallDetector {
             last_wait: None,
             waits: std::collections::VecDeque::new(),
             busy_since: None,
+            episode_threshold_s: DEFAULT_EPISODE_THRESHOLD_S,
         }
+    }
+
+    /// The in-kernel episode threshold (default 100 ms): a window is kept
+    /// open for it past the merge gap, since a wait that began in the gap
+    /// is not visible before.
+    pub fn with_episode_threshold(mut self, seconds: f64) -> Self {
+        self.episode_threshold_s = seconds.max(0.0);
+        self
     }
 
     pub fn source(&self) -> WindowSource {
@@ -361,7 +386,9 @@ impl StallDetector {
                 let free = span - in_episodes;
                 let waited_free = waited - in_episodes;
                 let busy_free = free < MERGE_GAP_S / 2.0 || waited_free >= BRIDGE_WAIT_SHARE * free;
-                Some((from, busy_free || self.starved(&c)))
+                let sleepless = c.slept_s - p.slept_s <= SLEEPLESS_SLEEP_SHARE * span
+                    && waited >= SLEEPLESS_WAIT_SHARE * span;
+                Some((from, busy_free || sleepless || self.starved(&c)))
             }
             _ => None,
         };
@@ -449,10 +476,9 @@ impl StallDetector {
         total
     }
 
-    /// The serve thread was waiting most of every interval from `from` to
-    /// now, and `from`..`to` is short enough to bridge.
-    fn bridges(&self, from: f64, to: f64) -> bool {
-        to - from <= MAX_BRIDGE_S && self.busy_since.is_some_and(|b| b <= from + BRIDGE_SLACK_S)
+    /// Every interval from `from` up to now was busy for the serve thread.
+    fn bridges(&self, from: f64) -> bool {
+        self.busy_since.is_some_and(|b| b <= from + BRIDGE_SLACK_S)
     }
 
     fn feed_episodes(&mut self, tick: &StallTick<'_>, out: &mut StallOutput) {
@@ -474,7 +500,7 @@ impl StallDetector {
                     .iter()
                     .any(|k| k.end.is_none() || same_episode(k, &e))
                     || e.start - b.end < MERGE_GAP_S
-                    || self.bridges(b.end, e.start)
+                    || self.bridges(b.end)
             });
             if !merge {
                 if let Some(b) = self.current.take() {
@@ -503,10 +529,14 @@ impl StallDetector {
                 .fold(b.start, f64::max);
             b.end = latest;
         }
-        // A gap the thread may still bridge keeps the window pending; its
-        // end stays the last episode's end.
+        // Closed once a wait that began within the merge gap would be
+        // visible and there is none, unless the thread is busy across the
+        // gap so far (the window stays pending; its end stays the last
+        // episode's end).
         let stale = self.current.as_ref().is_some_and(|b| {
-            !b.open && tick.now - b.end >= MERGE_GAP_S && !self.bridges(b.end, tick.now)
+            !b.open
+                && tick.now - b.end >= MERGE_GAP_S + self.episode_threshold_s
+                && !self.bridges(b.end)
         });
         if stale {
             if let Some(b) = self.current.take() {

@@ -474,23 +474,52 @@ fn busy_gaps_between_episodes_are_bridged() {
 
 #[test]
 fn free_gaps_split_windows_however_busy_the_episodes_are() {
-    // Same episodes, but the 0.4 s gaps are free running: no bridge, even
-    // though each 1 s interval is mostly episode time.
-    let segs = throttled_reader(0.4, 0.0, 22);
+    // Same episodes, but in the 0.4 s gaps the loop runs and goes back to
+    // waiting for requests (sleeps): no bridge, even though each 1 s
+    // interval is mostly episode time.
+    let mut segs = Vec::new();
+    for _ in 0..22 {
+        segs.push((Seg::Episode(EpisodeKind::Blocked), 0.8));
+        for _ in 0..2 {
+            segs.push((Seg::Run, 0.12));
+            segs.push((Seg::Sleep, 0.08));
+        }
+    }
+    segs.push((Seg::Episode(EpisodeKind::Blocked), 0.8));
     let ws = simulate(&segs, 1.0, |_| 7);
     assert_eq!(ws.len(), 23, "{ws:?}");
     assert!(ws.iter().all(|w| (w.duration_s - 0.8).abs() < 1e-6));
-    // A share just under the bar does not bridge either.
-    let segs = throttled_reader(0.4, 0.4, 22);
-    assert_eq!(simulate(&segs, 1.0, |_| 7).len(), 23);
 }
 
 #[test]
-fn long_busy_gaps_are_not_bridged() {
-    // 1.5 s of short waits between episodes is more than MAX_BRIDGE_S.
-    let segs = throttled_reader(1.5, 1.0, 3);
+fn long_busy_gaps_are_bridged_while_every_interval_is_busy() {
+    // 2.5 s stretches of waits too short to be episodes between episodes:
+    // the thread never ran free, so one window.
+    let segs = throttled_reader(2.5, 0.95, 4);
     let ws = simulate(&segs, 1.0, |_| 7);
-    assert_eq!(ws.len(), 4, "{ws:?}");
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert!((ws[0].duration_s - (5.0 * 0.8 + 4.0 * 2.5)).abs() < 1e-6);
+    // The same with one free second in the middle of the second stretch.
+    let mut segs = throttled_reader(2.5, 0.95, 4);
+    segs.insert(7, (Seg::Run, 1.0));
+    let ws = simulate(&segs, 1.0, |_| 7);
+    assert_eq!(ws.len(), 2, "{ws:?}");
+}
+
+#[test]
+fn a_wait_not_yet_visible_does_not_split_the_window() {
+    // A tick 120 ms after the last episode ended, while the next wait has
+    // been going on for 60 ms (not visible below the 100 ms threshold):
+    // the window stays open, and the next episode joins it.
+    let mut d = bpf();
+    let e1 = [ep(EpisodeKind::Blocked, 10.0, Some(11.0))];
+    assert!(d.on_tick(&tick(11.0, &e1)).closed.is_empty());
+    assert!(d.on_tick(&tick(11.12, &[])).closed.is_empty());
+    let e2 = [ep(EpisodeKind::Blocked, 11.06, Some(12.0))];
+    assert!(d.on_tick(&tick(12.0, &e2)).closed.is_empty());
+    let out = d.on_tick(&tick(12.5, &[]));
+    assert_eq!(out.closed.len(), 1, "{out:?}");
+    assert!((out.closed[0].duration_s - 2.0).abs() < 1e-9);
 }
 
 #[test]
@@ -556,9 +585,10 @@ fn starved_thread_sleeping_between_throttled_waits_is_one_window() {
 
 #[test]
 fn a_thread_that_runs_between_waits_is_not_starved() {
-    // 0.9 s waits with 250 ms of running between them: the loop got CPU
-    // and could answer; every wait is its own window.
-    let segs = throttled_loop(0.0, 0.25, 10);
+    // 0.9 s waits with 250 ms of running and a sleep between them: the
+    // loop got CPU, went back to wait for requests and could answer; every
+    // wait is its own window.
+    let segs = throttled_loop(0.05, 0.25, 10);
     let ws = simulate(&segs, 1.0, |_| 7);
     assert_eq!(ws.len(), 11, "{ws:?}");
     // And a thread that mostly sleeps between its waits is not starved:
