@@ -14,7 +14,8 @@
 //! and hardly running). A synchronous reader throttled by io.max strings
 //! long and short D-state waits and copies together, a loop under a spent
 //! CPU quota sleeps briefly between long throttled waits; neither answers a
-//! heartbeat in between. A window still ends where its last episode ended.
+//! heartbeat in between. A window ends where its last episode ended, or
+//! at the end of the last busy sampling interval wholly after it.
 //! Without BPF, consecutive
 //! sampling intervals (<= 1 s) whose memory/io `full` or cpu `some` share is
 //! >= 50 % form the window.
@@ -214,6 +215,10 @@ struct Building {
     cpu_s: f64,
     culprit: Option<Culprit>,
     warned: bool,
+    /// The thread was busy (see the module doc) from `end` up to here,
+    /// proven by whole sampling intervals after `end`: a tail of waits too
+    /// short to be episodes still counts.
+    busy_end: f64,
 }
 
 impl Building {
@@ -228,7 +233,13 @@ impl Building {
             cpu_s: 0.0,
             culprit: None,
             warned: false,
+            busy_end: end,
         }
+    }
+
+    /// The last instant the thread is known not to have made progress.
+    fn stalled_until(&self) -> f64 {
+        self.end.max(self.busy_end)
     }
 
     fn split(&self, now: f64) -> (f64, f64) {
@@ -291,6 +302,9 @@ pub struct StallDetector {
     /// Start (Unix seconds) of the run of consecutive intervals up to now in
     /// which the serve thread waited at least `BRIDGE_WAIT_SHARE`.
     busy_since: Option<f64>,
+    /// Start of the last tick's interval if that interval was busy by its
+    /// own figures (not by the last second's starvation).
+    tick_from: Option<f64>,
     episode_threshold_s: f64,
 }
 
@@ -306,6 +320,7 @@ impl StallDetector {
             last_wait: None,
             waits: std::collections::VecDeque::new(),
             busy_since: None,
+            tick_from: None,
             episode_threshold_s: DEFAULT_EPISODE_THRESHOLD_S,
         }
     }
@@ -361,7 +376,7 @@ impl StallDetector {
     /// Closes whatever is in progress (unit stopped, agent shutting down).
     pub fn finish(&mut self, now: f64) -> Option<StallWindow> {
         let b = self.current.take()?;
-        let end = if b.open { now } else { b.end };
+        let end = if b.open { now } else { b.stalled_until() };
         Some(self.window(&b, end, true))
     }
 
@@ -388,7 +403,7 @@ impl StallDetector {
                 let busy_free = free < MERGE_GAP_S / 2.0 || waited_free >= BRIDGE_WAIT_SHARE * free;
                 let sleepless = c.slept_s - p.slept_s <= SLEEPLESS_SLEEP_SHARE * span
                     && waited >= SLEEPLESS_WAIT_SHARE * span;
-                Some((from, busy_free || sleepless || self.starved(&c)))
+                Some((from, busy_free || sleepless, self.starved(&c)))
             }
             _ => None,
         };
@@ -415,8 +430,11 @@ impl StallDetector {
             }
             None => self.waits.clear(),
         }
+        // Starvation is judged over the last second, so only the interval's
+        // own figures may extend a window's tail into it.
+        self.tick_from = busy.filter(|b| b.1).map(|b| b.0);
         match busy {
-            Some((from, true)) => {
+            Some((from, local, starved)) if local || starved => {
                 self.busy_since.get_or_insert(from);
             }
             _ => self.busy_since = None,
@@ -504,7 +522,7 @@ impl StallDetector {
             });
             if !merge {
                 if let Some(b) = self.current.take() {
-                    out.closed.push(self.window(&b, b.end, true));
+                    out.closed.push(self.window(&b, b.stalled_until(), true));
                 }
                 self.current = Some(Building::new(e.start, e_end));
             }
@@ -529,6 +547,17 @@ impl StallDetector {
                 .fold(b.start, f64::max);
             b.end = latest;
         }
+        // A busy interval wholly after the last episode extends the window.
+        let tail = self.current.as_ref().is_some_and(|b| {
+            !b.open
+                && self.bridges(b.end)
+                && self.tick_from.is_some_and(|f| f >= b.end - BRIDGE_SLACK_S)
+        });
+        if tail {
+            if let Some(b) = self.current.as_mut() {
+                b.busy_end = b.busy_end.max(tick.now);
+            }
+        }
         // Closed once a wait that began within the merge gap would be
         // visible and there is none, unless the thread is busy across the
         // gap so far (the window stays pending; its end stays the last
@@ -540,7 +569,7 @@ impl StallDetector {
         });
         if stale {
             if let Some(b) = self.current.take() {
-                out.closed.push(self.window(&b, b.end, true));
+                out.closed.push(self.window(&b, b.stalled_until(), true));
             }
         }
     }
@@ -579,7 +608,7 @@ impl StallDetector {
         let end_t = match (closed, b.open) {
             (true, _) => end,
             (false, true) => end.max(b.end),
-            (false, false) => b.end,
+            (false, false) => b.stalled_until(),
         };
         let duration_s = (end_t - b.start).max(0.0);
         let (runqueue, blocked) = b.split(end_t);

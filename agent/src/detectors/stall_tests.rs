@@ -534,14 +534,24 @@ fn a_new_serve_thread_does_not_bridge_the_old_ones_gap() {
 }
 
 #[test]
-fn pending_bridge_keeps_the_windows_end_at_its_last_episode() {
+fn a_busy_tail_extends_the_window_by_whole_intervals() {
     // One episode, then 0.6 s of short waits, then freedom: the window
-    // stays pending through the busy gap and closes at the episode's end.
+    // stays pending through the busy tail and ends with its last busy
+    // interval (ticks every 100 ms here).
     let segs = [
         (Seg::Episode(EpisodeKind::Blocked), 2.0),
         (Seg::ShortWait, 0.6),
     ];
     let ws = simulate(&segs, 0.1, |_| 7);
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert!(
+        (ws[0].duration_s - 2.6).abs() < 1e-6,
+        "{}",
+        ws[0].duration_s
+    );
+    // At 1 s ticks the tail's interval (102, 103] is not wholly busy: the
+    // window ends at its episode (never later than the truth).
+    let ws = simulate(&segs, 1.0, |_| 7);
     assert_eq!(ws.len(), 1, "{ws:?}");
     assert!(
         (ws[0].duration_s - 2.0).abs() < 1e-6,

@@ -20,7 +20,7 @@ def run(hb, res):
     start_user("alice")
     start_user("bob")
     argv = ["/usr/bin/python3", VM_DIR + "/burner.py", "--expect-cgroup", unit_cgroup("alice"),
-            "--procs", "2", "--seconds", str(THROTTLE_S + 3)]
+            "--procs", "4", "--seconds", str(THROTTLE_S + 3)]
     pid = spawn_in_unit("alice", argv, "burner")
     t0 = time.time()
     systemctl("set-property", "--runtime", unit("alice"), "CPUQuotaPeriodSec=1s", "CPUQuota=0.1%")
