@@ -305,6 +305,9 @@ pub struct StallDetector {
     /// Start of the last tick's interval if that interval was busy by its
     /// own figures (not by the last second's starvation).
     tick_from: Option<f64>,
+    /// The serve thread's last interval: span, waited, slept, in episodes
+    /// (seconds), for the log line of a window that ends.
+    last_interval: Option<[f64; 4]>,
     episode_threshold_s: f64,
 }
 
@@ -321,6 +324,7 @@ impl StallDetector {
             waits: std::collections::VecDeque::new(),
             busy_since: None,
             tick_from: None,
+            last_interval: None,
             episode_threshold_s: DEFAULT_EPISODE_THRESHOLD_S,
         }
     }
@@ -401,11 +405,16 @@ impl StallDetector {
                 let free = span - in_episodes;
                 let waited_free = waited - in_episodes;
                 let busy_free = free < MERGE_GAP_S / 2.0 || waited_free >= BRIDGE_WAIT_SHARE * free;
-                let sleepless = c.slept_s - p.slept_s <= SLEEPLESS_SLEEP_SHARE * span
-                    && waited >= SLEEPLESS_WAIT_SHARE * span;
+                let slept = c.slept_s - p.slept_s;
+                let sleepless =
+                    slept <= SLEEPLESS_SLEEP_SHARE * span && waited >= SLEEPLESS_WAIT_SHARE * span;
+                self.last_interval = Some([span, waited, slept, in_episodes]);
                 Some((from, busy_free || sleepless, self.starved(&c)))
             }
-            _ => None,
+            _ => {
+                self.last_interval = None;
+                None
+            }
         };
         match tick.serve_wait {
             Some(c)
@@ -569,8 +578,36 @@ impl StallDetector {
         });
         if stale {
             if let Some(b) = self.current.take() {
-                out.closed.push(self.window(&b, b.stalled_until(), true));
+                let w = self.window(&b, b.stalled_until(), true);
+                self.log_end(&w);
+                out.closed.push(w);
             }
+        }
+    }
+
+    /// Why a window of at least a second ended: the serve thread's last
+    /// interval, so an on-call engineer (and whoever tunes the bridges)
+    /// can see it ran or went back to waiting for requests.
+    fn log_end(&self, w: &StallWindow) {
+        if w.duration_s < 1.0 {
+            return;
+        }
+        match self.last_interval {
+            Some([span, waited, slept, in_episodes]) => tracing::info!(
+                user = %self.user,
+                duration_s = format!("{:.2}", w.duration_s),
+                interval_s = format!("{span:.2}"),
+                waited_pct = format!("{:.0}", 100.0 * waited / span),
+                slept_pct = format!("{:.0}", 100.0 * slept / span),
+                ran_pct = format!("{:.0}", 100.0 * (span - waited - slept).max(0.0) / span),
+                in_episodes_pct = format!("{:.0}", 100.0 * in_episodes / span),
+                "stall window ended: the serve thread made progress in the last interval"
+            ),
+            None => tracing::info!(
+                user = %self.user,
+                duration_s = format!("{:.2}", w.duration_s),
+                "stall window ended (no wait totals of the serve thread to bridge with)"
+            ),
         }
     }
 
