@@ -181,6 +181,9 @@ def agent_start(mode):
     """(Re)starts the agent in a mode; returns True when /healthz answers."""
     with open("/run/t3pressure.env", "w") as f:
         f.write(f"T3P_MODE={mode}\n")
+        # The serve thread's per-interval figures behind each stall window
+        # (debug lines of the stall detector), for reading a failed run.
+        f.write("T3PRESSURE_LOG=info,t3pressure::detectors::stall=debug\n")
     systemctl("restart", AGENT_UNIT, check=False)
     return bool(wait_for(agent_healthy, 20, step=0.25))
 

@@ -261,7 +261,10 @@ impl Building {
             WindowSource::Psi => dominant(self.memory_s, self.io_s, self.cpu_s),
             WindowSource::Bpf => {
                 let (runqueue, blocked) = self.split(now);
-                if runqueue > blocked {
+                if runqueue + blocked <= 0.0 {
+                    // Only waits too short to be episodes: the unit's PSI.
+                    dominant(self.memory_s, self.io_s, self.cpu_s)
+                } else if runqueue > blocked {
                     Cause::Cpu
                 } else if self.io_s > self.memory_s {
                     Cause::Io
@@ -305,6 +308,11 @@ pub struct StallDetector {
     /// Start of the last tick's interval if that interval was busy by its
     /// own figures (not by the last second's starvation).
     tick_from: Option<f64>,
+    /// Start of the last tick's interval if the thread was stalled in it on
+    /// its own account (waiting most of it, or starved): such an interval
+    /// starts a window even without an episode, as a chain of waits too
+    /// short to be episodes does.
+    tick_stalled: Option<f64>,
     /// The serve thread's last interval: span, waited, slept, in episodes
     /// (seconds), for the log line of a window that ends.
     last_interval: Option<[f64; 4]>,
@@ -324,6 +332,7 @@ impl StallDetector {
             waits: std::collections::VecDeque::new(),
             busy_since: None,
             tick_from: None,
+            tick_stalled: None,
             last_interval: None,
             episode_threshold_s: DEFAULT_EPISODE_THRESHOLD_S,
         }
@@ -409,7 +418,17 @@ impl StallDetector {
                 let sleepless =
                     slept <= SLEEPLESS_SLEEP_SHARE * span && waited >= SLEEPLESS_WAIT_SHARE * span;
                 self.last_interval = Some([span, waited, slept, in_episodes]);
-                Some((from, busy_free || sleepless, self.starved(&c)))
+                tracing::debug!(
+                    user = %self.user,
+                    span = format!("{span:.2}"),
+                    waited = format!("{waited:.3}"),
+                    slept = format!("{slept:.3}"),
+                    in_episodes = format!("{in_episodes:.3}"),
+                    busy_free,
+                    sleepless,
+                    "serve thread interval"
+                );
+                Some((from, busy_free, sleepless, self.starved(&c)))
             }
             _ => {
                 self.last_interval = None;
@@ -441,9 +460,12 @@ impl StallDetector {
         }
         // Starvation is judged over the last second, so only the interval's
         // own figures may extend a window's tail into it.
-        self.tick_from = busy.filter(|b| b.1).map(|b| b.0);
+        self.tick_from = busy.filter(|b| b.1 || b.2).map(|b| b.0);
+        // A stall by itself, episodes or not: waiting most of the interval
+        // or starved (never sleeping alone only bridges).
+        self.tick_stalled = busy.filter(|b| b.1 || b.3).map(|b| b.0);
         match busy {
-            Some((from, local, starved)) if local || starved => {
+            Some((from, busy_free, sleepless, starved)) if busy_free || sleepless || starved => {
                 self.busy_since.get_or_insert(from);
             }
             _ => self.busy_since = None,
@@ -544,6 +566,13 @@ impl StallDetector {
             }
             b.start = b.start.min(e.start);
             b.end = b.end.max(e_end);
+        }
+        if self.current.is_none() {
+            if let Some(from) = self.tick_stalled {
+                let mut b = Building::new(from, from);
+                b.busy_end = tick.now;
+                self.current = Some(b);
+            }
         }
         // Open while any episode of the window is still in progress; the
         // end is the latest known instant of no progress.

@@ -607,3 +607,31 @@ fn a_thread_that_runs_between_waits_is_not_starved() {
     let ws = simulate(&segs, 1.0, |_| 7);
     assert_eq!(ws.len(), 11, "{ws:?}");
 }
+
+#[test]
+fn waits_too_short_to_be_episodes_make_a_window_by_themselves() {
+    // 12 s of 50 ms D-state waits with 2 ms runs between them, no episode
+    // at all: a stall, from the first busy interval to the last.
+    let mut segs = Vec::new();
+    for _ in 0..(12.0_f64 / 0.052) as usize {
+        segs.push((Seg::ShortWait, 0.05));
+        segs.push((Seg::Run, 0.002));
+    }
+    let ws = simulate(&segs, 1.0, |_| 7);
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert_eq!(ws[0].start, 100.0);
+    assert!(
+        (ws[0].duration_s - 12.0).abs() <= 1.0,
+        "{}",
+        ws[0].duration_s
+    );
+    assert_eq!(ws[0].class, Class::Warning);
+    // Half waiting, half running, sleeping now and then: no window.
+    let mut segs = Vec::new();
+    for _ in 0..60 {
+        segs.push((Seg::ShortWait, 0.05));
+        segs.push((Seg::Run, 0.04));
+        segs.push((Seg::Sleep, 0.01));
+    }
+    assert!(simulate(&segs, 1.0, |_| 7).is_empty());
+}
