@@ -7,8 +7,6 @@
 //!
 //! Format: include/uapi/linux/btf.h and Documentation/bpf/btf.rst.
 
-use std::collections::HashMap;
-
 /// How `mark_victim` passes the victim to a raw tracepoint program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RawMarkVictim {
@@ -33,7 +31,8 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_ENUM64: u32 = 19;
 
 struct Type<'a> {
-    name: &'a str,
+    /// Offset of the name in the string section.
+    name_off: u32,
     kind: u32,
     kflag: bool,
     /// `size` or `type`, depending on the kind.
@@ -47,8 +46,10 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b.get(off..off + 4)?.try_into().ok()?))
 }
 
-/// Parses the types of a little-endian BTF blob; index = type id - 1.
-fn parse(data: &[u8]) -> Result<Vec<Type<'_>>, String> {
+/// The types of a little-endian BTF blob (index = type id - 1) and its
+/// string section. Names stay offsets: the whole kernel has ~100k types,
+/// and the agent starts under TCG in the VM suite too.
+fn parse(data: &[u8]) -> Result<(Vec<Type<'_>>, &[u8]), String> {
     if u16::from_le_bytes([
         data.first().copied().unwrap_or(0),
         data.get(1).copied().unwrap_or(0),
@@ -69,12 +70,7 @@ fn parse(data: &[u8]) -> Result<Vec<Type<'_>>, String> {
     let strings = data
         .get(hdr_len + str_off..hdr_len + str_off + str_len)
         .ok_or("string section out of bounds")?;
-    let name = |off: u32| -> &str {
-        let s = strings.get(off as usize..).unwrap_or_default();
-        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-        std::str::from_utf8(&s[..end]).unwrap_or("")
-    };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(type_len / 16);
     let mut pos = 0;
     while pos + 12 <= types.len() {
         let info = u32_at(types, pos + 4).ok_or("short type")?;
@@ -92,7 +88,7 @@ fn parse(data: &[u8]) -> Result<Vec<Type<'_>>, String> {
             .get(pos + 12..pos + 12 + extra_len)
             .ok_or("type data out of bounds")?;
         out.push(Type {
-            name: name(u32_at(types, pos).ok_or("short type")?),
+            name_off: u32_at(types, pos).ok_or("short type")?,
             kind,
             kflag: info >> 31 == 1,
             size_or_type: u32_at(types, pos + 8).ok_or("short type")?,
@@ -101,24 +97,26 @@ fn parse(data: &[u8]) -> Result<Vec<Type<'_>>, String> {
         });
         pos += 12 + extra_len;
     }
-    Ok(out)
+    Ok((out, strings))
+}
+
+/// Whether the NUL-terminated string at `off` is `want`.
+fn name_is(strings: &[u8], off: u32, want: &str) -> bool {
+    let w = want.as_bytes();
+    strings
+        .get(off as usize..off as usize + w.len() + 1)
+        .is_some_and(|s| &s[..w.len()] == w && s[w.len()] == 0)
 }
 
 /// Reads the prototype of `mark_victim` (and the `task_struct` offsets it
 /// needs) from a vmlinux BTF blob.
 pub fn raw_mark_victim(data: &[u8]) -> Result<RawMarkVictim, String> {
-    let types = parse(data)?;
+    let (types, strings) = parse(data)?;
     let by_id = |id: u32| types.get((id as usize).wrapping_sub(1));
-    let mut by_name: HashMap<(&str, u32), u32> = HashMap::new();
-    for (i, t) in types.iter().enumerate() {
-        if !t.name.is_empty() {
-            by_name.entry((t.name, t.kind)).or_insert(i as u32 + 1);
-        }
-    }
     // typedef void (*btf_trace_mark_victim)(void *, <the TP_PROTO args>);
-    let td = by_name
-        .get(&("btf_trace_mark_victim", KIND_TYPEDEF))
-        .and_then(|&id| by_id(id))
+    let td = types
+        .iter()
+        .find(|t| t.kind == KIND_TYPEDEF && name_is(strings, t.name_off, "btf_trace_mark_victim"))
         .ok_or("no btf_trace_mark_victim in the kernel's BTF")?;
     let ptr = by_id(td.size_or_type)
         .filter(|t| t.kind == KIND_PTR)
@@ -145,11 +143,11 @@ pub fn raw_mark_victim(data: &[u8]) -> Result<RawMarkVictim, String> {
             let pointee = resolve(*task)
                 .filter(|t| t.kind == KIND_PTR)
                 .and_then(|p| resolve(p.size_or_type))
-                .filter(|t| t.kind == KIND_STRUCT && t.name == "task_struct")
+                .filter(|t| t.kind == KIND_STRUCT && name_is(strings, t.name_off, "task_struct"))
                 .ok_or("mark_victim's first argument is no struct task_struct *")?;
             Ok(RawMarkVictim::Task {
-                pid_offset: member_offset(data, pointee, "pid")?,
-                comm_offset: member_offset(data, pointee, "comm")?,
+                pid_offset: member_offset(strings, pointee, "pid")?,
+                comm_offset: member_offset(strings, pointee, "comm")?,
             })
         }
         other => Err(format!(
@@ -161,19 +159,10 @@ pub fn raw_mark_victim(data: &[u8]) -> Result<RawMarkVictim, String> {
 
 /// Byte offset of a named member of a struct type (BTF member offsets are
 /// in bits; with `kflag` the low 24 bits).
-fn member_offset(data: &[u8], t: &Type<'_>, want: &str) -> Result<u32, String> {
-    let hdr_len = u32_at(data, 4).unwrap_or(0) as usize;
-    let str_off = u32_at(data, 16).unwrap_or(0) as usize;
-    let str_len = u32_at(data, 20).unwrap_or(0) as usize;
-    let strings = data
-        .get(hdr_len + str_off..hdr_len + str_off + str_len)
-        .unwrap_or_default();
+fn member_offset(strings: &[u8], t: &Type<'_>, want: &str) -> Result<u32, String> {
     for i in 0..t.vlen {
         let m = &t.extra[12 * i..12 * i + 12];
-        let name_off = u32_at(m, 0).unwrap_or(0) as usize;
-        let s = strings.get(name_off..).unwrap_or_default();
-        let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
-        if &s[..end] == want.as_bytes() {
+        if name_is(strings, u32_at(m, 0).unwrap_or(0), want) {
             let bits = u32_at(m, 8).unwrap_or(0);
             let bits = if t.kflag { bits & 0x00ff_ffff } else { bits };
             if bits % 8 != 0 {
