@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 
-from prom import AlertWatch, Prometheus
+from prom import AlertWatch, Prometheus, query
 from vmlib import base_dir, events, read_text, start_user, systemctl, trigger, unit, cg_path, wait_for
 
 NAME = "io_stall"
@@ -38,6 +38,14 @@ def run(hb, res):
             time.sleep(2)
         first = watch.first("alice")
         res.note(alert_states=watch.seen, alert_polls=watch.polls, alert_poll_errors=watch.errors)
+        # What Prometheus scraped of the stall while it lasted (the alert's
+        # live arm is this gauge >= 20 s), so a missing alert can be told
+        # apart from a missing scrape.
+        span = f"{int(time.time() - t0) + 5}s"
+        seen = query(f'max_over_time(t3pressure_serve_stall_seconds{{user="alice"}}[{span}])')
+        seen_s = float(seen[0]["value"][1]) if seen else None
+        res.agent("Prometheus scraped alice's ongoing stall", "max t3pressure_serve_stall_seconds >= 10 s",
+                  "no series" if seen_s is None else f"{seen_s:.1f} s", seen_s is not None and seen_s >= 10)
         res.agent(f"Prometheus alert {ALERT} for alice", "pending or firing, during the stall or <= 20 s after it",
                   "never" if first is None else
                   f"{'/'.join(sorted(watch.seen['alice']))} from {first - t0:.1f} s after the stall began "

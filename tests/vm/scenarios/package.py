@@ -90,6 +90,10 @@ def run(hb, res):
                           "-p", "CapabilityBoundingSet=" + caps(), "-p", "NoNewPrivileges=yes",
                           "/usr/bin/t3pressure", "check"], capture_output=True, text=True, timeout=60)
     res.note(check_as_unit_user=(chk.stdout + chk.stderr)[-3000:], check_rc=chk.returncode)
+    bpf_line = next((line for line in chk.stdout.splitlines() if line.split()[1:2] == ["bpf"]), "")
+    res.agent("`t3pressure check` as the unit's user and capabilities", "bpf ok, says how OOM kills are traced",
+              " ".join(bpf_line.split())[:160] or f"no bpf line (exit {chk.returncode})",
+              bpf_line.startswith("ok") and "OOM kills via" in bpf_line)
     probe = subprocess.run(["bpftool", "btf", "dump", "file", "/sys/kernel/btf/vmlinux", "format", "c"], capture_output=True,
                            text=True, timeout=60).stdout
     proto = [line for line in probe.splitlines() if "btf_trace_mark_victim" in line]
