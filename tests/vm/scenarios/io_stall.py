@@ -33,7 +33,7 @@ def run(hb, res):
         with AlertWatch(ALERT) as watch:
             t0, t_end = stall(hb, res)
             # The window counter's arms need it scraped after the window
-            # closed; 2 s scrape + 1 s evaluation.
+            # closed; 5 s scrape + 2 s evaluation.
             wait_for(lambda: watch.first("alice") is not None, 20, step=0.5)
             time.sleep(2)
         first = watch.first("alice")
