@@ -390,19 +390,34 @@ fn tracefs() -> Item {
     }
 }
 
-/// Loads the embedded object and attaches the OOM program for real.
+/// Loads the embedded object and attaches its programs for real.
 fn bpf() -> Item {
     let report = crate::sources::bpf::probe::probe();
+    let oom = report.items.iter().find(|i| i.name == "bpf OOM program");
     if report.loaded {
         return Item {
             name: "bpf",
             status: Status::Ok,
-            detail: "embedded eBPF object loads; oom:mark_victim attaches".into(),
+            detail: format!(
+                "embedded eBPF object loads; scheduler programs attach; OOM kills via {}",
+                oom.map_or("?", |i| i.detail.as_str())
+            ),
             fix: None,
         };
     }
     let failed: Vec<&crate::sources::bpf::probe::ProbeItem> =
         report.items.iter().filter(|i| !i.ok).collect();
+    if let Some(oom) = oom.filter(|i| !i.ok) {
+        return Item {
+            name: "bpf",
+            status: Status::Warn,
+            detail: format!(
+                "scheduler programs attach, the OOM program does not (OOM kills only in memory.events): {}",
+                oom.detail
+            ),
+            fix: oom.fix.clone(),
+        };
+    }
     Item {
         name: "bpf",
         status: Status::Warn,

@@ -61,6 +61,7 @@ fn runqueue_wait_inside_the_unit_only() {
     let unit = unit_at(&unit_dir);
     let mut bpf = Bpf::load(&BpfConfig {
         episode_threshold: Duration::from_millis(2),
+        ..BpfConfig::default()
     })
     .expect("load BPF");
     bpf.watch_unit(&unit).expect("watch unit");

@@ -1,12 +1,12 @@
 //! Checks of the deploy/ folder with the real tools: the systemd unit
 //! (`systemd-analyze verify` and `security --offline=true`, exposure <= 3.0),
 //! the Prometheus files (`promtool check rules`, `test rules`, `check config`),
-//! the Grafana dashboard's metric names, and (slow, `--ignored`) the Debian
-//! package. Each test checks its tool first and fails loudly without it.
+//! and the Grafana dashboard's metric names. Each test checks its tool first
+//! and fails loudly without it. The Debian package is checked where it is
+//! installed for real: the VM suite's `package` scenario (tests/vm/).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
 
 use t3pressure::outputs::metrics::SPEC_METRIC_NAMES as SPEC_METRICS;
 
@@ -301,71 +301,6 @@ fn alert_rules_use_only_spec_metrics() {
             "alerts.yml uses {n}, not a metric of the spec"
         );
     }
-}
-
-/// Slow (a release build and cargo-deb): `cargo test -p t3pressure-tests
-/// --test deploy -- --ignored deb_package`. Builds with `cargo xtask deb` and
-/// checks that `dpkg-deb -c` lists the binary, the unit, the config and the
-/// man page, and that the config is a conffile.
-#[test]
-#[ignore = "slow: release build + cargo deb; run with --ignored"]
-fn deb_package_builds_and_lists_its_files() {
-    require_tool("dpkg-deb", "--version", "apt-get install -y dpkg");
-    require_tool("gzip", "--version", "apt-get install -y gzip");
-    let started = Instant::now();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = run(Command::new(cargo).current_dir(root()).args([
-        "run",
-        "--quiet",
-        "--package",
-        "xtask",
-        "--",
-        "deb",
-    ]));
-    assert!(out.status.success(), "cargo xtask deb failed");
-    eprintln!(
-        "cargo xtask deb took {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let deb = stdout
-        .lines()
-        .rev()
-        .find(|l| l.ends_with(".deb"))
-        .expect("xtask prints the .deb path");
-    let deb = Path::new(deb.trim());
-    assert!(deb.is_file(), "{} exists", deb.display());
-
-    let listing = run(Command::new("dpkg-deb").arg("-c").arg(deb));
-    assert!(listing.status.success(), "dpkg-deb -c failed");
-    let listing = String::from_utf8_lossy(&listing.stdout);
-    for path in [
-        "./usr/bin/t3pressure",
-        "./usr/lib/systemd/system/t3pressure.service",
-        "./etc/t3pressure/config.toml",
-        "./usr/share/man/man1/t3pressure.1.gz",
-        "./usr/share/doc/t3pressure/RUNBOOK.md",
-    ] {
-        assert!(
-            listing.lines().any(|l| l.ends_with(path)),
-            "{} does not contain {path}:\n{listing}",
-            deb.display()
-        );
-    }
-
-    let dir = tempfile::tempdir().expect("tempdir");
-    let control = run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(dir.path()));
-    assert!(control.status.success(), "dpkg-deb -e failed");
-    let conffiles = std::fs::read_to_string(dir.path().join("conffiles")).expect("conffiles");
-    assert!(
-        conffiles.contains("/etc/t3pressure/config.toml"),
-        "{conffiles}"
-    );
-    let postinst = std::fs::read_to_string(dir.path().join("postinst")).expect("postinst");
-    assert!(
-        postinst.contains("deb-systemd-helper") && postinst.contains("t3pressure.service"),
-        "postinst enables the service: {postinst}"
-    );
 }
 
 /// `CapabilityBoundingSet=` of the shipped unit, as setpriv names

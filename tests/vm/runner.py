@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """Scenario runner, inside the VM (t3vm-runner.service, from the 9p share).
 
-Reads /share/config.json ({"scenarios": [names]}), checks the VM is what the
-scenarios need (cgroup v2 with memory/io/cpu, PSI), starts alice's and bob's
-units and the heartbeat client, runs each scenario with the agent in the
-scenario's mode, and writes /share/out/<scenario>.json as it goes, then
-/share/out/done.json. The unit powers the VM off afterwards.
+Reads /share/config.json ({"scenarios": [names]}, `package` always first),
+checks the VM is what the scenarios need (cgroup v2 with memory/io/cpu, PSI,
+the agent's .deb on the share), starts alice's and bob's units and the
+heartbeat client, runs each scenario (`package` installs the .deb; the others
+set the packaged agent's mode in /etc/t3pressure/config.toml and restart it),
+and writes /share/out/<scenario>.json as it goes, then /share/out/done.json.
+The unit powers the VM off afterwards.
 """
 
 import importlib
@@ -52,9 +54,11 @@ def environment():
         "btf": os.path.exists("/sys/kernel/btf/vmlinux"),
         "mem_total_kib": next((int(l.split()[1]) for l in (read_text("/proc/meminfo") or "").splitlines()
                                if l.startswith("MemTotal:")), None),
-        "agent_binary": os.path.exists(vmlib.SHARE + "/bin/t3pressure"),
+        "agent_deb": os.path.exists(vmlib.DEB),
+        "perf_event_paranoid": (read_text("/proc/sys/kernel/perf_event_paranoid") or "").strip(),
+        "mark_victim_format": (read_text("/sys/kernel/tracing/events/oom/mark_victim/format") or "").strip(),
     }
-    env["ok"] = all(c in ctrl for c in ("memory", "io", "cpu")) and env["psi"] and env["agent_binary"]
+    env["ok"] = all(c in ctrl for c in ("memory", "io", "cpu")) and env["psi"] and env["agent_deb"]
     return env
 
 
@@ -93,10 +97,15 @@ def main():
         mod = importlib.import_module("scenarios." + name)
         res = Result(mod.NAME, mod.DESCRIPTION)
         log(f"=== {name} (agent mode {mod.MODE}) ===")
-        up = vmlib.agent_start(mod.MODE)
-        res.note(agent_mode=mod.MODE, agent_up=up)
-        if not up:
-            log(f"agent not healthy in {mod.MODE} mode; running the scenario anyway")
+        if mod.MODE is not None:  # None: the scenario handles the agent itself (package)
+            try:
+                up = vmlib.agent_start(mod.MODE)
+            except Exception as e:  # no package: the scenario's checks say what is missing
+                up = False
+                log(f"cannot start the agent in {mod.MODE} mode: {e}")
+            res.note(agent_mode=mod.MODE, agent_up=up)
+            if not up:
+                log(f"agent not healthy in {mod.MODE} mode; running the scenario anyway")
         signal.alarm(mod.TIMEOUT)
         try:
             mod.run(hb, res)

@@ -25,6 +25,11 @@ VM_DIR = SHARE + "/vm"
 STATE_DIR = "/var/lib/t3pressure"
 AGENT_ADDR = "127.0.0.1:9773"
 AGENT_UNIT = "t3pressure.service"
+# The agent comes as its Debian package (`cargo xtask vm` builds it); the
+# `package` scenario installs it, the others switch its mode in the
+# packaged config file (a dpkg conffile, as an operator would).
+DEB = SHARE + "/pkg/t3pressure.deb"
+AGENT_CONFIG = "/etc/t3pressure/config.toml"
 PORTS = {"alice": 8001, "bob": 8002, "carol": 8003}
 
 
@@ -177,13 +182,43 @@ def hog_argv(user, rate_mb, cap_mb, max_seconds, plateau_mb=None, churn_mb=8, st
 # --- the agent --------------------------------------------------------------
 
 
+def set_agent_mode(mode):
+    """Sets `mode = "..."` in the packaged config file; raises when the
+    line is not there (the scenario would otherwise run in the wrong mode)."""
+    import re
+
+    text = read_text(AGENT_CONFIG)
+    if text is None:
+        raise RuntimeError(f"{AGENT_CONFIG} missing: is the package installed?")
+    new, n = re.subn(r'(?m)^mode = "[a-z]+"$', f'mode = "{mode}"', text)
+    if n != 1:
+        raise RuntimeError(f"{AGENT_CONFIG}: {n} `mode = ...` lines, expected 1")
+    if new != text:
+        with open(AGENT_CONFIG, "w") as f:
+            f.write(new)
+
+
+AGENT_LOG_DROPIN = "/run/systemd/system/t3pressure.service.d/t3vm-log.conf"
+
+
+def agent_debug_log():
+    """A runtime drop-in that adds the stall detector's debug lines (the
+    serve thread's figures per interval behind each window) to the agent's
+    journal, for reading a failed run; reloads systemd when it is new."""
+    want = "[Service]\nEnvironment=T3PRESSURE_LOG=info,t3pressure::detectors::stall=debug\n"
+    if read_text(AGENT_LOG_DROPIN) == want:
+        return
+    os.makedirs(os.path.dirname(AGENT_LOG_DROPIN), exist_ok=True)
+    with open(AGENT_LOG_DROPIN, "w") as f:
+        f.write(want)
+    systemctl("daemon-reload", check=False)
+
+
 def agent_start(mode):
-    """(Re)starts the agent in a mode; returns True when /healthz answers."""
-    with open("/run/t3pressure.env", "w") as f:
-        f.write(f"T3P_MODE={mode}\n")
-        # The serve thread's per-interval figures behind each stall window
-        # (debug lines of the stall detector), for reading a failed run.
-        f.write("T3PRESSURE_LOG=info,t3pressure::detectors::stall=debug\n")
+    """(Re)starts the packaged agent in a mode (set in its config file);
+    returns True when /healthz answers."""
+    set_agent_mode(mode)
+    agent_debug_log()
     systemctl("restart", AGENT_UNIT, check=False)
     return bool(wait_for(agent_healthy, 20, step=0.25))
 

@@ -7,46 +7,127 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-/// Usage: `cargo xtask deb [--skip-build] [-- <extra cargo-deb args>]`.
-/// Prints the path of the built `.deb` as the last line of stdout.
+/// cargo-deb version `cargo xtask setup --test` installs (and this module
+/// installs when `cargo deb` is missing). Pinned: `--profile dev` (the VM
+/// suite's package) is a warning in 3.8 that cargo-deb says may become an
+/// error later.
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// Usage: `cargo xtask deb [--skip-build] [--profile release|dev] [--fast]
+/// [-- <extra cargo-deb args>]`. Prints the path of the built `.deb` as the
+/// last line of stdout.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let mut skip_build = false;
-    let mut extra: Vec<String> = Vec::new();
+    let mut opts = DebOptions::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--skip-build" => skip_build = true,
-            "--" => extra.extend(it.by_ref().cloned()),
+            "--skip-build" => opts.skip_build = true,
+            "--fast" => opts.fast = true,
+            "--profile" => {
+                let p = it.next().context("--profile needs release or dev")?;
+                opts.profile = match p.as_str() {
+                    "release" => Profile::Release,
+                    "dev" | "debug" => Profile::Dev,
+                    other => bail!("cargo xtask deb: unknown profile {other:?} (release or dev)"),
+                };
+            }
+            "--" => opts.extra.extend(it.by_ref().cloned()),
             "-h" | "--help" => {
-                println!("cargo xtask deb [--skip-build] [-- <cargo-deb args>]");
+                println!(
+                    "cargo xtask deb [--skip-build] [--profile release|dev] [--fast] [-- <cargo-deb args>]"
+                );
                 return Ok(());
             }
             other => bail!("cargo xtask deb: unknown argument {other:?}"),
         }
     }
+    let deb = build(&opts)?;
+    println!("{}", deb.display());
+    Ok(())
+}
+
+/// The cargo profile the package's binary comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// What ships (`cargo build --release`, LTO).
+    #[default]
+    Release,
+    /// The debug build (`target/debug`), incremental on top of `cargo test`:
+    /// the VM suite's default, see `vm::host::build_deb`. cargo-deb strips
+    /// it (~5 MB in the package instead of ~50 MB).
+    Dev,
+}
+
+impl Profile {
+    /// The profile's name for cargo and cargo-deb.
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Dev => "dev",
+        }
+    }
+
+    /// Its directory under the target dir.
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Dev => "debug",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DebOptions {
+    pub skip_build: bool,
+    pub profile: Profile,
+    /// cargo-deb `--fast`: lighter compression (the VM suite's throwaway
+    /// package).
+    pub fast: bool,
+    pub extra: Vec<String>,
+}
+
+/// Builds the binary (unless `skip_build`), the man page and the package;
+/// returns the `.deb`'s path. A release package goes to `target/debian/`,
+/// a dev one to `target/debian/dev/` so the two never overwrite each other.
+pub fn build(opts: &DebOptions) -> anyhow::Result<PathBuf> {
     let root = workspace_root();
     let target = target_dir(&root);
     ensure_cargo_deb()?;
+    let profile = opts.profile;
 
-    if !skip_build {
-        // The release binary first: the man page comes from running it.
+    if !opts.skip_build {
+        // The binary first: the man page comes from running it.
         cargo(&root)
             .args([
                 "build",
-                "--release",
+                "--profile",
+                profile.name(),
                 "--package",
                 "t3pressure",
                 "--bin",
                 "t3pressure",
             ])
-            .status_ok("cargo build --release")?;
+            .status_ok(&format!("cargo build --profile {}", profile.name()))?;
     }
-    let bin = target.join("release/t3pressure");
-    write_man_page(&bin, &target.join("release/t3pressure.1.gz"))?;
+    let dir = target.join(profile.dir());
+    let bin = dir.join("t3pressure");
+    write_man_page(&bin, &dir.join("t3pressure.1.gz"))?;
 
-    let out = cargo(&root)
-        .args(["deb", "--package", "t3pressure", "--no-build"])
-        .args(&extra)
+    let out_dir = match profile {
+        Profile::Release => target.join("debian"),
+        Profile::Dev => target.join("debian/dev"),
+    };
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("create {}", out_dir.display()))?;
+    let mut cmd = cargo(&root);
+    cmd.args(["deb", "--package", "t3pressure", "--no-build"])
+        .args(["--profile", profile.name()])
+        .arg("--output")
+        .arg(&out_dir);
+    if opts.fast {
+        cmd.arg("--fast");
+    }
+    let out = cmd
+        .args(&opts.extra)
         .output()
         .context("running cargo deb")?;
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
@@ -59,8 +140,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         .rev()
         .find(|l| l.trim_end().ends_with(".deb"))
         .context("cargo deb printed no .deb path")?;
-    println!("{}", deb.trim());
-    Ok(())
+    Ok(PathBuf::from(deb.trim()))
 }
 
 /// The workspace root: xtask lives one level below it.
@@ -91,8 +171,9 @@ fn cargo(root: &Path) -> Command {
     c
 }
 
-/// cargo-deb from crates.io when `cargo deb` is not there yet.
-fn ensure_cargo_deb() -> anyhow::Result<()> {
+/// cargo-deb from crates.io when `cargo deb` is not there yet (~8 min
+/// cold on the 2-core machine; `cargo xtask setup --test` does it up front).
+pub fn ensure_cargo_deb() -> anyhow::Result<()> {
     let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let present = Command::new(&cargo_bin)
         .args(["deb", "--version"])
@@ -102,9 +183,17 @@ fn ensure_cargo_deb() -> anyhow::Result<()> {
     if present {
         return Ok(());
     }
-    eprintln!("cargo-deb not found: cargo install cargo-deb --locked");
+    eprintln!(
+        "cargo-deb not found: cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked"
+    );
     Command::new(&cargo_bin)
-        .args(["install", "cargo-deb", "--locked"])
+        .args([
+            "install",
+            "cargo-deb",
+            "--version",
+            CARGO_DEB_VERSION,
+            "--locked",
+        ])
         .status_ok("cargo install cargo-deb")
 }
 

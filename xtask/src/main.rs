@@ -22,10 +22,12 @@ commands:
                      what the test suite needs); idempotent, fast when all is there
   run [ARGS...]      setup, build (release), and run `t3pressure run ARGS...` as root
   test [--no-vm]     setup --test, then fmt, clippy, unit, root/BPF, tmux and VM tests
-  deb [--skip-build] [-- ARGS]
-                     build target/debian/t3pressure_*.deb with cargo-deb (installed if missing)
-  vm [--scenario NAME]... [--keep] [--rebuild] [--release] [--agent PATH]
-                     boot a systemd + cgroup v2 VM (QEMU) and run the scenario suite
+  deb [--skip-build] [--profile release|dev] [--fast] [-- ARGS]
+                     build target/debian/t3pressure_*.deb with cargo-deb (installed if missing;
+                     dev packages go to target/debian/dev/)
+  vm [--scenario NAME]... [--keep] [--rebuild] [--release] [--deb PATH]
+                     boot a systemd + cgroup v2 VM (QEMU), install the agent's .deb (dev
+                     profile unless --release) and run the scenario suite
 ";
 
 fn main() {

@@ -3,7 +3,8 @@
 //! `rustc-web` + `rust-web-src` (rustup cannot download here), `llvm-22-dev`,
 //! `bpf-linker` 0.13.0 built against LLVM 22, and the `debweb` rustup
 //! toolchain link aya-build uses. With `--test`, also the real tools the test
-//! suite drives (promtool, tmux, systemd-analyze, bpftool, bpftrace, wrk).
+//! suite drives (promtool, tmux, systemd-analyze, bpftool, bpftrace, wrk)
+//! and cargo-deb (the VM suite installs the agent as its Debian package).
 
 use std::process::Command;
 
@@ -43,6 +44,9 @@ pub fn ensure(with_test: bool) -> Result<()> {
     apt_packages(&wanted)?;
     toolchain_link()?;
     bpf_linker()?;
+    if with_test {
+        cargo_deb()?;
+    }
     Ok(())
 }
 
@@ -97,6 +101,29 @@ fn toolchain_link() -> Result<()> {
         &format!("rustup toolchain link {TOOLCHAIN_NAME} /usr (Debian's rustc-web)"),
         Command::new("rustup").args(["toolchain", "link", TOOLCHAIN_NAME, "/usr"]),
         "is /usr/bin/rustc from rustc-web? (apt-get install rustc-web)",
+    )
+}
+
+/// cargo-deb, pinned (`cargo xtask vm` packages the agent with it):
+/// ~8 min cold from crates.io on the 2-core machine, once.
+fn cargo_deb() -> Result<()> {
+    let want = crate::deb::CARGO_DEB_VERSION;
+    let have = output("cargo", &["deb", "--version"]).unwrap_or_default();
+    if have.split_whitespace().nth(1) == Some(want) {
+        eprintln!("==> cargo-deb {want}: present");
+        return Ok(());
+    }
+    step(
+        &format!("cargo install cargo-deb {want} (~8 min cold)"),
+        Command::new("cargo").args([
+            "install",
+            "cargo-deb",
+            "--version",
+            want,
+            "--locked",
+            "--force",
+        ]),
+        "needs crates.io",
     )
 }
 

@@ -49,8 +49,16 @@ pub fn load(config: &Config) -> Result<(BpfFeed, tokio::sync::mpsc::Receiver<Bpf
     let threshold = Duration::from_millis(config.episode_threshold_ms);
     let mut bpf = Bpf::load(&BpfConfig {
         episode_threshold: threshold,
+        ..BpfConfig::default()
     })
     .map_err(|e| format!("{e} (`t3pressure check` says how to fix it)"))?;
+    match bpf.oom() {
+        Ok(how) => tracing::info!("OOM kills traced with {}", how.describe()),
+        Err(why) => tracing::warn!(
+            "OOM program not attached, OOM kills show only in memory.events \
+             (no oom_kill events): {why}"
+        ),
+    }
     let rx = bpf.events().map_err(|e| e.to_string())?;
     Ok((
         BpfFeed {
@@ -246,16 +254,38 @@ impl BpfFeed {
             }
             None => OomScope::Global,
         };
-        OomKill {
+        let pid = i32::try_from(v.pid).unwrap_or(-1);
+        let mut kill = OomKill {
             user: state.map(|s| s.unit.user.clone()),
-            pid: i32::try_from(v.pid).unwrap_or(-1),
+            pid,
             comm: v.comm.clone(),
             uid: v.uid,
             anon_rss: v.anon_rss,
             file_rss: v.file_rss,
             shmem_rss: v.shmem_rss,
             scope,
+        };
+        // The raw tracepoint hands over the pid (and comm and uid with the
+        // task prototype) but no rss: take what the kernel did not give
+        // from the last sample of the process.
+        if v.anon_rss == 0 && v.file_rss == 0 && v.shmem_rss == 0 {
+            let sampled = model
+                .units
+                .values()
+                .filter_map(|s| s.latest.as_ref())
+                .flat_map(|l| l.procs.iter())
+                .find(|p| p.pid == pid);
+            if let Some(p) = sampled {
+                if kill.comm.is_empty() {
+                    kill.comm = p.comm.clone();
+                    kill.uid = p.uid;
+                }
+                kill.anon_rss = p.rss_anon;
+                kill.file_rss = p.rss_file;
+                kill.shmem_rss = p.rss_shmem;
+            }
         }
+        kill
     }
 }
 

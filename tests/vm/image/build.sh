@@ -55,13 +55,13 @@ step "rootfs: mmdebstrap $SUITE ($ROOTFS_PACKAGES)"
 ROOT="$WORK/rootfs"
 mmdebstrap --quiet --variant=minbase --include="$ROOTFS_PACKAGES" "$SUITE" "$ROOT"
 
-step "rootfs: users, seed unit (MemoryMax=$VM_MEMORY_MAX), stand-in t3, units"
+step "rootfs: users, seed unit (MemoryMax=$VM_MEMORY_MAX), stand-in t3, runner unit"
 echo t3vm > "$ROOT/etc/hostname"
 cat > "$ROOT/etc/fstab" <<'EOF'
 /dev/vda  /       ext4  rw,noatime  0 1
 share     /share  9p    trans=virtio,version=9p2000.L,msize=262144,nofail  0 0
 EOF
-mkdir -p "$ROOT/share" "$ROOT/etc/t3-serve" "$ROOT/var/lib/t3pressure"
+mkdir -p "$ROOT/share" "$ROOT/etc/t3-serve"
 port=8001
 for u in $VM_USERS; do
     chroot "$ROOT" useradd --create-home --user-group --shell /bin/sh "$u"
@@ -72,12 +72,12 @@ done
 grep -q '^MemoryMax=16G$' "$SEED_UNIT" || { echo "seed unit has no MemoryMax=16G line" >&2; exit 1; }
 sed "s/^MemoryMax=16G\$/MemoryMax=$VM_MEMORY_MAX/" "$SEED_UNIT" > "$ROOT/etc/systemd/system/t3-serve@.service"
 install -m 755 "$HERE/t3-standin.py" "$ROOT/usr/bin/t3"
-install -m 644 "$HERE/t3pressure.service" "$ROOT/etc/systemd/system/t3pressure.service"
 install -m 644 "$HERE/t3vm-runner.service" "$ROOT/etc/systemd/system/t3vm-runner.service"
 ln -sf /etc/systemd/system/t3vm-runner.service "$ROOT/etc/systemd/system/multi-user.target.wants/t3vm-runner.service"
-# Quiet, fast boot: no login prompts, no timers competing for the 2 vCPUs.
+# Quiet, fast boot: no login prompts, no timers competing for the 2 vCPUs;
+# Debian's prometheus.service masked (io_stall runs its own instance).
 for u in serial-getty@ttyS0.service getty@tty1.service apt-daily.timer apt-daily-upgrade.timer \
-         systemd-timesyncd.service e2scrub_reap.service fstrim.timer; do
+         systemd-timesyncd.service e2scrub_reap.service fstrim.timer prometheus.service; do
     ln -sf /dev/null "$ROOT/etc/systemd/system/$u"
 done
 rm -rf "$ROOT/var/cache/apt/archives/"*.deb "$ROOT/var/lib/apt/lists/"*

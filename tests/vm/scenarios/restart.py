@@ -27,7 +27,12 @@ def run(hb, res):
     ev0 = cg_keyed("alice", "memory.events")
     apid0 = agent_pid()
     n0 = int(unit_prop(AGENT_UNIT, "NRestarts") or 0)
-    pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=20, cap_mb=640, max_seconds=120, status=STATUS), "hog")
+    # 10 MiB/s: from the kill at 100 MiB the hog needs ~40 s to reach
+    # MemoryMax=512M. The packaged unit restarts after RestartSec=2s, and the
+    # debug agent then needs ~25-30 s under TCG until it samples again
+    # (measured: SIGKILL 21:57:51, serving 21:58:22); at 20 MiB/s the kernel
+    # OOM-killed the hog first.
+    pid = spawn_in_unit("alice", hog_argv("alice", rate_mb=10, cap_mb=640, max_seconds=120, status=STATUS), "hog")
 
     def allocated():
         try:

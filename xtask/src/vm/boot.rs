@@ -13,19 +13,19 @@ use super::host::{run, step};
 use super::image::Image;
 use super::Paths;
 
-/// Fills `target/vm/share`: the agent binary, the scenario scripts, the
-/// scenario list; clears the previous run's results.
-pub fn prepare_share(paths: &Paths, agent: &Path, scenarios: &[String]) -> anyhow::Result<PathBuf> {
+/// Fills `target/vm/share`: the agent's .deb (`pkg/t3pressure.deb`), the
+/// scenario scripts, the scenario list; clears the previous run's results.
+pub fn prepare_share(paths: &Paths, deb: &Path, scenarios: &[String]) -> anyhow::Result<PathBuf> {
     let share = paths.out.join("share");
     if share.exists() {
         std::fs::remove_dir_all(&share).with_context(|| format!("remove {}", share.display()))?;
     }
-    for d in ["bin", "out"] {
+    for d in ["pkg", "out"] {
         std::fs::create_dir_all(share.join(d))
             .with_context(|| format!("create {}/{d}", share.display()))?;
     }
-    std::fs::copy(agent, share.join("bin/t3pressure"))
-        .with_context(|| format!("copy {} into the share", agent.display()))?;
+    std::fs::copy(deb, share.join("pkg/t3pressure.deb"))
+        .with_context(|| format!("copy {} into the share", deb.display()))?;
     run(Command::new("cp")
         .arg("-r")
         .arg(&paths.vm_src)

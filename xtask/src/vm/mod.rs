@@ -2,9 +2,11 @@
 //! cgroup v2 and the real t3-serve@ unit in a QEMU VM.
 //!
 //! Builds or reuses a cached kernel + rootfs image under `target/vm/`, builds
-//! the agent and shares it over 9p with the scenario scripts (`tests/vm/`),
-//! boots once for all scenarios, then prints the results table and writes
-//! `target/vm/results.json`. See `tests/vm/runner.py` for the VM side.
+//! the agent's Debian package (`cargo xtask deb`'s code, dev profile) and
+//! shares it over 9p with the scenario scripts (`tests/vm/`), boots once for
+//! all scenarios (the first, `package`, installs the .deb in the VM), then
+//! prints the results table and writes `target/vm/results.json`. See
+//! `tests/vm/runner.py` for the VM side.
 
 mod boot;
 mod host;
@@ -18,15 +20,22 @@ use anyhow::{bail, Context};
 
 /// Scenarios in run order, with the time each may take inside the VM
 /// (seconds, TCG; the runner's own per-scenario alarm is in its module).
+/// `package` installs the agent's .deb and checks its unit: it always runs,
+/// first (every other scenario needs the installed agent).
 pub const SCENARIOS: &[(&str, u64)] = &[
+    ("package", 300),
     ("runaway_enforce", 240),
     ("runaway_observe", 240),
-    ("io_stall", 180),
+    ("io_stall", 240),
     ("cpu_starvation", 150),
     ("livelock", 360),
     ("churn", 600),
     ("restart", 300),
+    ("watchdog", 150),
 ];
+
+/// The scenario that installs the package; run first whatever was asked.
+pub const PACKAGE_SCENARIO: &str = "package";
 
 /// Scenarios the agent cannot meet yet, with the reason. THE one place
 /// where a failing scenario may be excused: it then shows as
@@ -63,14 +72,14 @@ struct Options {
     keep: bool,
     /// Rebuild the image even when its inputs did not change.
     rebuild: bool,
-    /// Build the agent with `--release` (default: debug, see `build_agent`).
+    /// Package a `--release` agent (default: debug, see `host::build_deb`).
     release: bool,
-    /// Use this agent binary instead of building one.
-    agent: Option<PathBuf>,
+    /// Install this .deb instead of building one.
+    deb: Option<PathBuf>,
 }
 
 const USAGE: &str =
-    "usage: cargo xtask vm [--scenario NAME]... [--keep] [--rebuild] [--release] [--agent PATH]";
+    "usage: cargo xtask vm [--scenario NAME]... [--keep] [--rebuild] [--release] [--deb PATH]";
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut o = Options::default();
@@ -88,7 +97,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
             "--keep" => o.keep = true,
             "--rebuild" => o.rebuild = true,
             "--release" => o.release = true,
-            "--agent" => o.agent = Some(PathBuf::from(it.next().context("--agent needs a PATH")?)),
+            "--deb" => o.deb = Some(PathBuf::from(it.next().context("--deb needs a PATH")?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -99,14 +108,14 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     if o.scenarios.is_empty() {
         o.scenarios = SCENARIOS.iter().map(|(n, _)| (*n).to_owned()).collect();
     }
+    o.scenarios.retain(|s| s != PACKAGE_SCENARIO);
+    o.scenarios.insert(0, PACKAGE_SCENARIO.to_owned());
     Ok(o)
 }
 
 /// Paths the suite works with.
 pub struct Paths {
-    pub root: PathBuf,
     pub vm_src: PathBuf,
-    pub target: PathBuf,
     pub out: PathBuf,
 }
 
@@ -122,8 +131,6 @@ impl Paths {
         Paths {
             vm_src: root.join("tests/vm"),
             out: target.join("vm"),
-            target,
-            root,
         }
     }
 }
@@ -141,9 +148,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let image_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let agent = match &opts.agent {
+    let deb = match &opts.deb {
         Some(p) => p.clone(),
-        None => host::build_agent(&paths, opts.release)?,
+        None => host::build_deb(opts.release)?,
     };
     let build_s = t.elapsed().as_secs_f64();
 
@@ -153,7 +160,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             .filter(|(n, _)| opts.scenarios.iter().any(|s| s == n))
             .map(|(_, b)| b)
             .sum::<u64>();
-    let share = boot::prepare_share(&paths, &agent, &opts.scenarios)?;
+    let share = boot::prepare_share(&paths, &deb, &opts.scenarios)?;
     let t = Instant::now();
     let booted = boot::boot(&paths, &img, &share, budget, opts.keep);
     let vm_s = t.elapsed().as_secs_f64();

@@ -166,7 +166,7 @@ pub fn finish(
         }
     }
     println!(
-        "wall time: {:.0} s total (image {:.0} s{}, agent build {:.0} s, VM {:.0} s)",
+        "wall time: {:.0} s total (image {:.0} s{}, agent package build {:.0} s, VM {:.0} s)",
         t.total_s,
         t.image_s,
         if t.image_cached { " cached" } else { " built" },

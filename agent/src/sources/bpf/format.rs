@@ -140,13 +140,51 @@ pub struct Offsets {
     pub oom_uid: u32,
 }
 
+impl Offsets {
+    /// Placeholder globals when the classic OOM program is not used.
+    pub const ZERO: Offsets = Offsets {
+        oom_pid: 0,
+        oom_comm: 0,
+        oom_total_vm: 0,
+        oom_anon_rss: 0,
+        oom_file_rss: 0,
+        oom_shmem_rss: 0,
+        oom_uid: 0,
+    };
+}
+
 /// The format files the programs depend on.
 #[derive(Debug, Clone)]
 pub struct Formats {
     pub mark_victim: TracepointFormat,
 }
 
+/// What the kernel's `oom:mark_victim` hands over, which decides how the
+/// OOM program attaches (see agent-ebpf/src/oom.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkVictim {
+    /// Since Linux 6.8 the record holds pid, comm, rss and uid (and
+    /// `TP_PROTO(struct task_struct *task, uid_t uid)`): the classic
+    /// tracepoint program reads the record at these offsets.
+    Full(Offsets),
+    /// Up to 6.7 (Debian 12's 6.1) the record is `int pid` alone and the
+    /// prototype `TP_PROTO(int pid)`: the raw tracepoint program sends the
+    /// pid, the agent fills in the rest from its own process sample.
+    PidOnly,
+}
+
 impl Formats {
+    /// Which `mark_victim` this kernel has; an error when the record has
+    /// neither shape (no `pid`, or `comm` without the other fields).
+    pub fn mark_victim(&self) -> Result<MarkVictim, FormatError> {
+        let f = &self.mark_victim;
+        if f.field("comm").is_err() {
+            f.offset_of("pid", 4)?;
+            return Ok(MarkVictim::PidOnly);
+        }
+        Ok(MarkVictim::Full(self.offsets()?))
+    }
+
     pub fn offsets(&self) -> Result<Offsets, FormatError> {
         let oom = &self.mark_victim;
         Ok(Offsets {
@@ -270,12 +308,29 @@ mod tests {
         assert_eq!(comm.name, "comm");
     }
 
+    /// Upstream up to 6.7 the record is the pid alone (written by hand from
+    /// include/trace/events/oom.h; Debian's 6.1.0-56 has the full record,
+    /// backported, like the host's 6.18 in `oom_mark_victim.format`).
+    #[test]
+    fn mark_victim_shapes() {
+        assert_eq!(
+            formats().mark_victim(),
+            Ok(MarkVictim::Full(formats().offsets().expect("offsets")))
+        );
+        let old = Formats {
+            mark_victim: fixture("oom_mark_victim_pid_only.format"),
+        };
+        assert_eq!(old.mark_victim(), Ok(MarkVictim::PidOnly));
+        assert!(old.offsets().is_err());
+    }
+
     #[test]
     fn parses_every_captured_format() {
         for (file, name, fields) in [
             ("sched_sched_wakeup.format", "sched_wakeup", 8),
             ("sched_sched_wakeup_new.format", "sched_wakeup_new", 8),
             ("oom_mark_victim.format", "mark_victim", 13),
+            ("oom_mark_victim_pid_only.format", "mark_victim", 5),
         ] {
             let f = fixture(file);
             assert_eq!((f.name.as_str(), f.fields.len()), (name, fields), "{file}");

@@ -4,6 +4,7 @@
 //!
 //! The object is built by `agent/build.rs` from `agent-ebpf` and embedded.
 
+pub mod btf;
 mod clock;
 mod drain;
 pub mod format;
@@ -17,7 +18,7 @@ use agent_common::{
     MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
-use aya::programs::{BtfTracePoint, TracePoint};
+use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use crate::model::sample::Unit;
@@ -37,12 +38,17 @@ pub const BUCKETS: usize = HIST_BUCKETS;
 pub struct BpfConfig {
     /// Waits at least this long are sent as episodes (spec: 100 ms).
     pub episode_threshold: Duration,
+    /// Skip the classic OOM tracepoint and attach the raw one (tests: the
+    /// path a hardened unit takes under perf_event_paranoid=3, on a host
+    /// where the classic attach would work).
+    pub oom_raw_only: bool,
 }
 
 impl Default for BpfConfig {
     fn default() -> Self {
         BpfConfig {
             episode_threshold: Duration::from_millis(100),
+            oom_raw_only: false,
         }
     }
 }
@@ -202,20 +208,139 @@ pub struct Bpf {
     ringbufs: Option<(RingBuf<MapData>, RingBuf<MapData>)>,
     /// Userspace copy of `WATCHED`: cgroup id -> level.
     units: StdHashMap<u64, u32>,
+    /// How the OOM program is attached, or why it is not (the scheduler
+    /// programs work without it; OOM kills then show only in
+    /// `memory.events`).
+    oom: Result<OomAttach, String>,
 }
 
 /// The OOM program: name in the object, tracepoint category and name.
 const OOM_PROGRAM: (&str, &str, &str) = ("mark_victim", "oom", "mark_victim");
+/// The raw tracepoint fallback of the OOM program (agent-ebpf/src/oom.rs).
+const OOM_RAW_PROGRAM: &str = "mark_victim_raw";
+/// Its globals (names of the `#[no_mangle]` statics in agent-ebpf/src/oom.rs).
+const OOM_RAW_TASK: &str = "OOM_RAW_TASK";
+const OOM_TASK_PID: &str = "OOM_TASK_PID";
+const OOM_TASK_COMM: &str = "OOM_TASK_COMM";
+
+/// How `oom:mark_victim` is traced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomAttach {
+    /// Classic tracepoint (perf_event_open): the record's pid, comm, rss
+    /// and uid.
+    Tracepoint,
+    /// Raw tracepoint (no perf event: works under Debian's
+    /// perf_event_paranoid=3 without CAP_SYS_ADMIN): the `TP_PROTO`
+    /// arguments, so pid (and comm and uid with the task prototype); the
+    /// run loop fills in the rest from its last process sample.
+    Raw(btf::RawMarkVictim),
+}
+
+impl OomAttach {
+    pub fn describe(&self) -> &'static str {
+        match self {
+            OomAttach::Tracepoint => "oom:mark_victim tracepoint (pid, comm, rss, uid from the kernel)",
+            OomAttach::Raw(btf::RawMarkVictim::Pid) => {
+                "oom:mark_victim raw tracepoint, (int pid): comm, rss, uid from the last process sample"
+            }
+            OomAttach::Raw(btf::RawMarkVictim::Task { .. }) => {
+                "oom:mark_victim raw tracepoint, (task, uid): rss from the last process sample"
+            }
+        }
+    }
+}
+
+/// Attaches the OOM program: the classic tracepoint when the record's
+/// fields are known and perf_event_open is allowed, else the raw
+/// tracepoint with the prototype read from BTF. The error says why neither
+/// works (each attempt's reason).
+fn attach_oom(
+    ebpf: &mut Ebpf,
+    classic: &Result<Offsets, String>,
+    raw: &Result<btf::RawMarkVictim, String>,
+) -> Result<OomAttach, String> {
+    let classic_err = match classic {
+        Ok(_) => match attach(ebpf, &[OOM_PROGRAM]) {
+            Ok(()) => return Ok(OomAttach::Tracepoint),
+            Err(e) => e.to_string(),
+        },
+        Err(e) => e.clone(),
+    };
+    let raw_err = match raw {
+        Ok(proto) => {
+            let name = OOM_RAW_PROGRAM;
+            let r = (|| -> Result<(), BpfError> {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(BpfError::MissingProgram(name))?
+                    .try_into()
+                    .map_err(|source| BpfError::Program { name, source })?;
+                prog.load()
+                    .map_err(|source| BpfError::Program { name, source })?;
+                prog.attach("mark_victim")
+                    .map_err(|source| BpfError::Program { name, source })?;
+                Ok(())
+            })();
+            match r {
+                Ok(()) => return Ok(OomAttach::Raw(*proto)),
+                Err(e) => e.to_string(),
+            }
+        }
+        Err(e) => e.clone(),
+    };
+    Err(format!(
+        "classic tracepoint: {classic_err}; raw tracepoint: {raw_err}"
+    ))
+}
+
+/// What the kernel offers for the OOM program: the classic record's
+/// offsets (format file) and the raw prototype (BTF). Either may be
+/// missing; neither stops the scheduler programs.
+fn oom_plan(
+    btf_blob: Option<&[u8]>,
+) -> (Result<Offsets, String>, Result<btf::RawMarkVictim, String>) {
+    let classic = format::tracefs_root()
+        .map_err(format::ReadFormatError::Tracefs)
+        .and_then(|root| format::read_formats(&root))
+        .map_err(|e| e.to_string())
+        .and_then(|f| match f.mark_victim() {
+            Ok(format::MarkVictim::Full(o)) => Ok(o),
+            Ok(format::MarkVictim::PidOnly) => {
+                Err("the record holds only the pid (raw tracepoint only)".to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        });
+    let raw = match btf_blob {
+        Some(b) => btf::raw_mark_victim(b),
+        None => Err("no /sys/kernel/btf/vmlinux".to_string()),
+    };
+    (classic, raw)
+}
 
 /// The scheduler programs (BTF tracepoints, named after their tracepoint).
 const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 
 /// Loads the object with the offsets and threshold set as globals.
-fn load_object(offsets: &Offsets, threshold_ns: u64, btf: &Btf) -> Result<Ebpf, BpfError> {
+fn load_object(
+    offsets: &Offsets,
+    raw: Option<btf::RawMarkVictim>,
+    threshold_ns: u64,
+    btf: &Btf,
+) -> Result<Ebpf, BpfError> {
     let o = offsets;
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
     loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
+    let (task, pid, comm) = match raw {
+        Some(btf::RawMarkVictim::Task {
+            pid_offset,
+            comm_offset,
+        }) => (1u32, pid_offset, comm_offset),
+        _ => (0, 0, 0),
+    };
+    loader.override_global(OOM_RAW_TASK, &task, true);
+    loader.override_global(OOM_TASK_PID, &pid, true);
+    loader.override_global(OOM_TASK_COMM, &comm, true);
     for (name, value) in [
         (globals::OOM_PID, &o.oom_pid),
         (globals::OOM_COMM, &o.oom_comm),
@@ -271,18 +396,25 @@ where
 }
 
 impl Bpf {
-    /// Reads the tracepoint formats, loads the object, attaches all
-    /// programs. Needs root (or CAP_BPF + CAP_PERFMON).
+    /// Reads the tracepoint format and the kernel's BTF, loads the object,
+    /// attaches the scheduler programs (an error if they fail) and the OOM
+    /// program (see [`Bpf::oom`] when it fails). Needs root (or CAP_BPF +
+    /// CAP_PERFMON).
     pub fn load(config: &BpfConfig) -> Result<Bpf, BpfError> {
-        let root = format::tracefs_root().map_err(format::ReadFormatError::Tracefs)?;
-        let offsets = format::read_formats(&root)?.offsets()?;
         let threshold_ns = u64::try_from(config.episode_threshold.as_nanos()).unwrap_or(u64::MAX);
         // Parsed once (slow-ish: the kernel's whole BTF) for the loader and
         // the BTF tracepoints.
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
-        let mut ebpf = load_object(&offsets, threshold_ns, &btf)?;
-        attach(&mut ebpf, &[OOM_PROGRAM])?;
+        let blob = std::fs::read("/sys/kernel/btf/vmlinux").ok();
+        let (mut classic, raw) = oom_plan(blob.as_deref());
+        drop(blob);
+        if config.oom_raw_only {
+            classic = Err("skipped (oom_raw_only)".to_string());
+        }
+        let offsets = classic.clone().unwrap_or(Offsets::ZERO);
+        let mut ebpf = load_object(&offsets, raw.as_ref().ok().copied(), threshold_ns, &btf)?;
         attach_btf(&mut ebpf, &SCHED_PROGRAMS, &btf)?;
+        let oom = attach_oom(&mut ebpf, &classic, &raw);
         let episodes: RingBuf<MapData> = take(&mut ebpf, "EPISODES")?;
         let ooms: RingBuf<MapData> = take(&mut ebpf, "OOMS")?;
         Ok(Bpf {
@@ -293,8 +425,14 @@ impl Bpf {
             stats: take(&mut ebpf, "STATS")?,
             ringbufs: Some((episodes, ooms)),
             units: StdHashMap::new(),
+            oom,
             _ebpf: ebpf,
         })
+    }
+
+    /// How the OOM program is attached, or why it is not.
+    pub fn oom(&self) -> Result<OomAttach, &str> {
+        self.oom.as_ref().copied().map_err(String::as_str)
     }
 
     /// Starts tracing a unit's tasks (and those of its child cgroups).

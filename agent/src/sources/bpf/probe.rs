@@ -1,12 +1,12 @@
 //! What `t3pressure check` asks of BPF: privileges, BTF, lockdown, tracefs,
-//! and whether the embedded object really loads and its OOM program
-//! attaches, each with a fix hint.
+//! and whether the embedded object really loads and its scheduler and OOM
+//! programs attach (and how the OOM one does), each with a fix hint.
 
 use std::path::Path;
 
 use aya::Btf;
 
-use super::{attach, format, load_object, BpfError};
+use super::{attach_btf, attach_oom, btf, format, load_object, oom_plan, BpfError, SCHED_PROGRAMS};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct ProbeItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeReport {
     pub items: Vec<ProbeItem>,
-    /// The object loaded and the OOM program attached.
+    /// The object loaded, the scheduler and the OOM programs attached.
     pub loaded: bool,
 }
 
@@ -51,8 +51,8 @@ pub fn lockdown_mode(text: &str) -> Option<&str> {
     Some(&text[start..end])
 }
 
-/// Runs every check; loads the object and attaches `oom:mark_victim` (then
-/// drops it again).
+/// Runs every check; loads the object and attaches its programs as the
+/// agent would (then drops them again).
 pub fn probe() -> ProbeReport {
     let mut items = Vec::new();
 
@@ -97,35 +97,46 @@ pub fn probe() -> ProbeReport {
         }),
     });
 
-    let formats = format::tracefs_root()
-        .map_err(format::ReadFormatError::Tracefs)
-        .and_then(|root| format::read_formats(&root));
-    let offsets = match formats {
-        Ok(f) => f.offsets().map_err(BpfError::from),
-        Err(e) => Err(BpfError::from(e)),
-    };
+    let blob = std::fs::read("/sys/kernel/btf/vmlinux").ok();
+    let (classic, raw) = oom_plan(blob.as_deref());
+    drop(blob);
     items.push(ProbeItem {
-        name: "tracepoint formats",
-        ok: offsets.is_ok(),
-        detail: match &offsets {
-            Ok(_) => "sched_switch, sched_wakeup, sched_wakeup_new, mark_victim".to_string(),
-            Err(e) => e.to_string(),
-        },
-        fix: offsets.as_ref().err().map(|_| {
-            "mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing) on a kernel with CONFIG_TRACEPOINTS".to_string()
+        name: "oom:mark_victim shape",
+        ok: classic.is_ok() || raw.is_ok(),
+        detail: format!(
+            "record (format file): {}; arguments (BTF): {}",
+            match &classic {
+                Ok(_) => "pid, comm, rss, uid".to_string(),
+                Err(e) => e.clone(),
+            },
+            match &raw {
+                Ok(btf::RawMarkVictim::Pid) => "(int pid)".to_string(),
+                Ok(btf::RawMarkVictim::Task { pid_offset, comm_offset }) => format!(
+                    "(task_struct *, uid_t), task pid at +{pid_offset}, comm at +{comm_offset}"
+                ),
+                Err(e) => e.clone(),
+            }
+        ),
+        fix: (classic.is_err() && raw.is_err()).then(|| {
+            "mount tracefs (mount -t tracefs tracefs /sys/kernel/tracing) on a kernel with CONFIG_TRACEPOINTS and BTF".to_string()
         }),
     });
 
-    let loaded = offsets.and_then(|o| {
+    let mut oom = Err("not tried: the object did not load".to_string());
+    let loaded = (|| {
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
-        let mut ebpf = load_object(&o, 100_000_000, &btf)?;
-        attach(&mut ebpf, &[("mark_victim", "oom", "mark_victim")])
-    });
+        let offsets = classic.clone().unwrap_or(format::Offsets::ZERO);
+        let mut ebpf = load_object(&offsets, raw.as_ref().ok().copied(), 100_000_000, &btf)?;
+        attach_btf(&mut ebpf, &SCHED_PROGRAMS, &btf)?;
+        oom = attach_oom(&mut ebpf, &classic, &raw);
+        Ok::<(), BpfError>(())
+    })();
     items.push(ProbeItem {
         name: "bpf load + attach",
         ok: loaded.is_ok(),
         detail: match &loaded {
-            Ok(()) => "embedded object loaded, oom:mark_victim attached".to_string(),
+            Ok(()) => "embedded object loaded, sched_switch/sched_wakeup/sched_wakeup_new attached"
+                .to_string(),
             Err(e) => e.to_string(),
         },
         fix: loaded
@@ -133,9 +144,26 @@ pub fn probe() -> ProbeReport {
             .err()
             .map(|e| fix_for(e, privileged, locked)),
     });
+    if loaded.is_ok() {
+        items.push(ProbeItem {
+            name: "bpf OOM program",
+            ok: oom.is_ok(),
+            detail: match &oom {
+                Ok(how) => how.describe().to_string(),
+                Err(e) => e.clone(),
+            },
+            fix: oom.is_err().then(|| {
+                "OOM kills are then seen only in memory.events (no oom_kill events, no \
+                 t3pressure_oom_kills_total): perf_event_open was refused (Debian's \
+                 perf_event_paranoid=3 wants CAP_SYS_ADMIN) and the raw tracepoint too; \
+                 run with RUST_LOG=debug and report the error"
+                    .to_string()
+            }),
+        });
+    }
 
     ProbeReport {
-        loaded: loaded.is_ok(),
+        loaded: loaded.is_ok() && oom.is_ok(),
         items,
     }
 }
