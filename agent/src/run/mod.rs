@@ -293,11 +293,19 @@ impl Loop {
                 _ = &mut shutdown => break,
                 c = changes.recv() => match c {
                     Some(c) => {
+                        let mut removed = matches!(c, Change::Removed(_));
                         self.apply(c);
                         while let Ok(c) = changes.try_recv() {
+                            removed |= matches!(c, Change::Removed(_));
                             self.apply(c);
                         }
-                        continue;
+                        // A new unit is due at once (the loop samples and
+                        // publishes it next); a stopped one leaves the
+                        // metrics and the snapshot now, not at the next
+                        // sampling pass.
+                        if !removed {
+                            continue;
+                        }
                     }
                     None => {
                         tracing::error!("unit discovery stopped; the unit set is frozen");
