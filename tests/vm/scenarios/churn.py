@@ -63,7 +63,17 @@ def series(m):
 
 
 # Present only while the unit grows (spec: "absent when not growing").
-STATE_DEPENDENT = ("t3pressure_memory_time_to_max_seconds",)
+STATE_DEPENDENT = (
+    "t3pressure_memory_time_to_max_seconds",
+    # Created for a watched user at its first window, action or OOM kill
+    # (alice's and bob's serves may stall briefly on a busy TCG host).
+    "t3pressure_stall_window_seconds_bucket",
+    "t3pressure_stall_window_seconds_sum",
+    "t3pressure_stall_window_seconds_count",
+    "t3pressure_stall_windows_total",
+    "t3pressure_runaway_actions_total",
+    "t3pressure_oom_kills_total",
+)
 
 
 def stable_series(m):
