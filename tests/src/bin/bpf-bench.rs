@@ -65,7 +65,8 @@ fn empty_btf_program() -> aya::Ebpf {
         .expect("sched_switch_noop in the object")
         .try_into()
         .expect("a BTF tracepoint");
-    prog.load("sched_switch", &btf).expect("load sched_switch_noop");
+    prog.load("sched_switch", &btf)
+        .expect("load sched_switch_noop");
     prog.attach().expect("attach sched_switch_noop");
     std::thread::sleep(Duration::from_millis(200));
     ebpf

@@ -13,8 +13,9 @@ use std::collections::HashMap as StdHashMap;
 use std::time::{Duration, SystemTime};
 
 use agent_common::{
-    globals, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE, KIND_SLEEPING,
-    MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE,
+    KIND_SLEEPING, MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    UNIT_SLOT_SHARED,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
@@ -196,6 +197,7 @@ pub struct Bpf {
     _ebpf: Ebpf,
     watched: HashMap<MapData, u64, u32>,
     levels: Array<MapData, Levels>,
+    unit_slots: Array<MapData, u64>,
     tasks: HashMap<MapData, u64, TaskState>,
     hist: PerCpuHashMap<MapData, u64, Hist>,
     stats: PerCpuArray<MapData, u64>,
@@ -288,6 +290,7 @@ impl Bpf {
         Ok(Bpf {
             watched: take(&mut ebpf, "WATCHED")?,
             levels: take(&mut ebpf, "LEVELS")?,
+            unit_slots: take(&mut ebpf, "UNIT_SLOTS")?,
             tasks: take(&mut ebpf, "TASKS")?,
             hist: take(&mut ebpf, "HIST")?,
             stats: take(&mut ebpf, "STATS")?,
@@ -330,6 +333,8 @@ impl Bpf {
                 name: "WATCHED",
                 source,
             })?;
+        // After `WATCHED` (see `UNIT_SLOTS` in agent-ebpf/src/shared.rs).
+        self.set_unit_slot(id, &units)?;
         self.units = units;
         Ok(())
     }
@@ -340,6 +345,10 @@ impl Bpf {
         if self.units.remove(&id).is_none() {
             return Ok(());
         }
+        // The slot first, then `WATCHED` (see `UNIT_SLOTS` in
+        // agent-ebpf/src/shared.rs): a slot never points at a unit missing
+        // from `WATCHED`, and never hides one still in it.
+        self.set_unit_slot(id, &self.units.clone())?;
         // A missing key (e.g. already gone) is fine here.
         let _ = self.watched.remove(&id);
         let _ = self.hist.remove(&id);
@@ -363,6 +372,24 @@ impl Bpf {
             let _ = self.tasks.remove(&task);
         }
         Ok(())
+    }
+
+    /// Writes the `UNIT_SLOTS` slot of `id` from the watched set `units`:
+    /// 0, the one unit there, or `UNIT_SLOT_SHARED`.
+    fn set_unit_slot(&mut self, id: u64, units: &StdHashMap<u64, u32>) -> Result<(), BpfError> {
+        let slot = unit_slot(id);
+        let mut there = units.keys().filter(|u| unit_slot(**u) == slot);
+        let value = match (there.next(), there.next()) {
+            (None, _) => 0,
+            (Some(&u), None) => u,
+            (Some(_), Some(_)) => UNIT_SLOT_SHARED,
+        };
+        self.unit_slots
+            .set(slot, value, 0)
+            .map_err(|source| BpfError::Map {
+                name: "UNIT_SLOTS",
+                source,
+            })
     }
 
     /// Cgroup ids of the watched units.
