@@ -377,15 +377,8 @@ impl Bpf {
     /// Writes the `UNIT_SLOTS` slot of `id` from the watched set `units`:
     /// 0, the one unit there, or `UNIT_SLOT_SHARED`.
     fn set_unit_slot(&mut self, id: u64, units: &StdHashMap<u64, u32>) -> Result<(), BpfError> {
-        let slot = unit_slot(id);
-        let mut there = units.keys().filter(|u| unit_slot(**u) == slot);
-        let value = match (there.next(), there.next()) {
-            (None, _) => 0,
-            (Some(&u), None) => u,
-            (Some(_), Some(_)) => UNIT_SLOT_SHARED,
-        };
         self.unit_slots
-            .set(slot, value, 0)
+            .set(unit_slot(id), unit_slot_value(id, units), 0)
             .map_err(|source| BpfError::Map {
                 name: "UNIT_SLOTS",
                 source,
@@ -514,6 +507,18 @@ impl Bpf {
     }
 }
 
+/// What `UNIT_SLOTS` holds at `id`'s slot for the watched set `units`: 0
+/// (none there), the one unit there, or `UNIT_SLOT_SHARED`.
+fn unit_slot_value(id: u64, units: &StdHashMap<u64, u32>) -> u64 {
+    let slot = unit_slot(id);
+    let mut there = units.keys().filter(|u| unit_slot(**u) == slot);
+    match (there.next(), there.next()) {
+        (None, _) => 0,
+        (Some(&u), None) => u,
+        (Some(_), Some(_)) => UNIT_SLOT_SHARED,
+    }
+}
+
 /// The distinct levels in use, as the kernel side wants them.
 fn levels_of(units: &StdHashMap<u64, u32>) -> Result<Levels, BpfError> {
     let mut levels = Levels::default();
@@ -567,6 +572,22 @@ mod tests {
             units.insert(id, 10 + i as u32);
         }
         assert!(matches!(levels_of(&units), Err(BpfError::TooManyLevels)));
+    }
+
+    #[test]
+    fn unit_slots_are_exact_or_shared() {
+        let len = u64::from(agent_common::UNIT_SLOTS_LEN);
+        let mut units = StdHashMap::new();
+        assert_eq!(unit_slot_value(7, &units), 0);
+        units.insert(7, 2);
+        assert_eq!(unit_slot_value(7, &units), 7);
+        assert_eq!(unit_slot_value(8, &units), 0);
+        // Another unit in the same slot: both are left to `WATCHED`.
+        units.insert(7 + len, 2);
+        assert_eq!(unit_slot_value(7, &units), UNIT_SLOT_SHARED);
+        assert_eq!(unit_slot_value(7 + len, &units), UNIT_SLOT_SHARED);
+        units.remove(&7);
+        assert_eq!(unit_slot_value(7, &units), 7 + len);
     }
 
     #[test]
