@@ -19,6 +19,32 @@ pub const MAX_UNITS: u32 = 1024;
 /// Bound of the per-task map (tasks of watched units).
 pub const MAX_TASKS: u32 = 32768;
 
+/// Length of the `UNIT_SLOTS` array (a power of two): a direct-mapped copy
+/// of the watched-unit set, indexed by [`unit_slot`].
+pub const UNIT_SLOTS_LEN: u32 = 4096;
+/// `UNIT_SLOTS` value of a slot shared by more than one watched unit: the
+/// kernel side then asks the `WATCHED` hash. 0 is a slot without any.
+pub const UNIT_SLOT_SHARED: u64 = u64::MAX;
+
+/// The `UNIT_SLOTS` index of a cgroup id: its low bits (cgroup ids are
+/// kernfs inode numbers handed out in sequence, so units created one after
+/// another land in different slots).
+#[inline(always)]
+pub fn unit_slot(cgroup_id: u64) -> u32 {
+    (cgroup_id as u32) & (UNIT_SLOTS_LEN - 1)
+}
+
+/// Length of the `TASK_SLOTS` array (a power of two): per slot, an upper
+/// bound of the number of `TASKS` entries whose key hashes to it.
+pub const TASK_SLOTS_LEN: u32 = 16384;
+
+/// The `TASK_SLOTS` index of a task (the address of its `task_struct`):
+/// a multiplicative hash, since slab addresses share their low bits.
+#[inline(always)]
+pub fn task_slot(task: u64) -> u32 {
+    (task.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 50) as u32 & (TASK_SLOTS_LEN - 1)
+}
+
 /// Episode kind: runnable but not running (preempted, throttled, or woken
 /// and waiting for a CPU).
 pub const KIND_RUNQUEUE: u32 = 1;

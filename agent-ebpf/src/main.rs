@@ -6,6 +6,10 @@
 //! globals (see `agent/src/sources/bpf/format.rs`).
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// `core::intrinsics::atomic_xadd` (see `shared::add_task_slot`); the crate
+// is built with RUSTC_BOOTSTRAP=1 anyway (`-Z build-std`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod oom;
 mod sched;

@@ -51,6 +51,27 @@ fn bpftrace(script: &str) -> std::process::Child {
     bt
 }
 
+/// Loads the object a second time and attaches only its empty
+/// `sched_switch_noop` program (the agent never attaches it): what a
+/// `tp_btf` program that does nothing costs here. Detached on drop.
+fn empty_btf_program() -> aya::Ebpf {
+    let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
+    let mut ebpf = aya::EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(t3pressure::sources::bpf::OBJECT)
+        .expect("load the object again");
+    let prog: &mut aya::programs::BtfTracePoint = ebpf
+        .program_mut("sched_switch_noop")
+        .expect("sched_switch_noop in the object")
+        .try_into()
+        .expect("a BTF tracepoint");
+    prog.load("sched_switch", &btf)
+        .expect("load sched_switch_noop");
+    prog.attach().expect("attach sched_switch_noop");
+    std::thread::sleep(Duration::from_millis(200));
+    ebpf
+}
+
 fn stop(mut bt: std::process::Child) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
@@ -236,6 +257,15 @@ fn main() {
         &ours,
     );
     stop(bt);
+    let noop = empty_btf_program();
+    let empty = phase(
+        "reference: an empty tp_btf sched_switch program attached too",
+        &helper,
+        &other_dir,
+        secs,
+        &ours,
+    );
+    drop(noop);
 
     let bt_switch = side
         .iter()
@@ -280,6 +310,9 @@ fn main() {
         .next()
     {
         println!("  floor on this host (a sched_switch program that only counts): {f:.1} ns/event");
+    }
+    if let Some(e) = empty.get("other:sched_switch_no") {
+        println!("  reference: an empty tp_btf sched_switch program: {e:.1} ns/event");
     }
     bpf.unwatch_unit(&unit).expect("unwatch");
     drop(bpf);

@@ -14,8 +14,9 @@ use std::collections::HashMap as StdHashMap;
 use std::time::{Duration, SystemTime};
 
 use agent_common::{
-    globals, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE, KIND_SLEEPING,
-    MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE,
+    KIND_SLEEPING, MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    UNIT_SLOT_SHARED,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
@@ -202,6 +203,7 @@ pub struct Bpf {
     _ebpf: Ebpf,
     watched: HashMap<MapData, u64, u32>,
     levels: Array<MapData, Levels>,
+    unit_slots: Array<MapData, u64>,
     tasks: HashMap<MapData, u64, TaskState>,
     hist: PerCpuHashMap<MapData, u64, Hist>,
     stats: PerCpuArray<MapData, u64>,
@@ -420,6 +422,7 @@ impl Bpf {
         Ok(Bpf {
             watched: take(&mut ebpf, "WATCHED")?,
             levels: take(&mut ebpf, "LEVELS")?,
+            unit_slots: take(&mut ebpf, "UNIT_SLOTS")?,
             tasks: take(&mut ebpf, "TASKS")?,
             hist: take(&mut ebpf, "HIST")?,
             stats: take(&mut ebpf, "STATS")?,
@@ -468,6 +471,8 @@ impl Bpf {
                 name: "WATCHED",
                 source,
             })?;
+        // After `WATCHED` (see `UNIT_SLOTS` in agent-ebpf/src/shared.rs).
+        self.set_unit_slot(id, &units)?;
         self.units = units;
         Ok(())
     }
@@ -478,6 +483,10 @@ impl Bpf {
         if self.units.remove(&id).is_none() {
             return Ok(());
         }
+        // The slot first, then `WATCHED` (see `UNIT_SLOTS` in
+        // agent-ebpf/src/shared.rs): a slot never points at a unit missing
+        // from `WATCHED`, and never hides one still in it.
+        self.set_unit_slot(id, &self.units.clone())?;
         // A missing key (e.g. already gone) is fine here.
         let _ = self.watched.remove(&id);
         let _ = self.hist.remove(&id);
@@ -501,6 +510,17 @@ impl Bpf {
             let _ = self.tasks.remove(&task);
         }
         Ok(())
+    }
+
+    /// Writes the `UNIT_SLOTS` slot of `id` from the watched set `units`:
+    /// 0, the one unit there, or `UNIT_SLOT_SHARED`.
+    fn set_unit_slot(&mut self, id: u64, units: &StdHashMap<u64, u32>) -> Result<(), BpfError> {
+        self.unit_slots
+            .set(unit_slot(id), unit_slot_value(id, units), 0)
+            .map_err(|source| BpfError::Map {
+                name: "UNIT_SLOTS",
+                source,
+            })
     }
 
     /// Cgroup ids of the watched units.
@@ -625,6 +645,18 @@ impl Bpf {
     }
 }
 
+/// What `UNIT_SLOTS` holds at `id`'s slot for the watched set `units`: 0
+/// (none there), the one unit there, or `UNIT_SLOT_SHARED`.
+fn unit_slot_value(id: u64, units: &StdHashMap<u64, u32>) -> u64 {
+    let slot = unit_slot(id);
+    let mut there = units.keys().filter(|u| unit_slot(**u) == slot);
+    match (there.next(), there.next()) {
+        (None, _) => 0,
+        (Some(&u), None) => u,
+        (Some(_), Some(_)) => UNIT_SLOT_SHARED,
+    }
+}
+
 /// The distinct levels in use, as the kernel side wants them.
 fn levels_of(units: &StdHashMap<u64, u32>) -> Result<Levels, BpfError> {
     let mut levels = Levels::default();
@@ -678,6 +710,22 @@ mod tests {
             units.insert(id, 10 + i as u32);
         }
         assert!(matches!(levels_of(&units), Err(BpfError::TooManyLevels)));
+    }
+
+    #[test]
+    fn unit_slots_are_exact_or_shared() {
+        let len = u64::from(agent_common::UNIT_SLOTS_LEN);
+        let mut units = StdHashMap::new();
+        assert_eq!(unit_slot_value(7, &units), 0);
+        units.insert(7, 2);
+        assert_eq!(unit_slot_value(7, &units), 7);
+        assert_eq!(unit_slot_value(8, &units), 0);
+        // Another unit in the same slot: both are left to `WATCHED`.
+        units.insert(7 + len, 2);
+        assert_eq!(unit_slot_value(7, &units), UNIT_SLOT_SHARED);
+        assert_eq!(unit_slot_value(7 + len, &units), UNIT_SLOT_SHARED);
+        units.remove(&7);
+        assert_eq!(unit_slot_value(7, &units), 7 + len);
     }
 
     #[test]
