@@ -44,6 +44,15 @@ pub fn main(args: crate::cli::RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_tracing();
+    // The sampler keeps a descriptor open per cgroup file and per process
+    // (see sources/fdcache.rs): lift the soft limit to the hard one.
+    match crate::sources::fdcache::raise_nofile_limit() {
+        Ok(n) => tracing::info!(
+            "RLIMIT_NOFILE soft limit {n}: up to {} descriptors cached by the sampler",
+            n / 2
+        ),
+        Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE ({e}); fewer files stay open"),
+    }
     // Before any thread exists, so every later mapping is covered too.
     crate::outputs::systemd::lock_memory();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -359,6 +368,7 @@ impl Loop {
             self.metrics.remove_unit(&u.user, &u.name);
             if let Some(s) = self.sampler.as_mut() {
                 s.errors.forget_unit(&u.name);
+                s.forget_unit(&u.path);
             }
             if let Some(b) = self.bpf.as_mut() {
                 b.unwatch(u);
