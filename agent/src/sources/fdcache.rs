@@ -142,15 +142,22 @@ pub enum Got {
 /// descriptor; on a stale descriptor (a vanished answer, or an empty read
 /// where `empty_is_stale`), or with none cached, `open` by name and read.
 /// `evict` is called when the process is out of descriptors, to free some
-/// before the one retry.
+/// before the one retry. At most `max` bytes are read (`usize::MAX`: all).
 pub fn read(
     slot: &mut Slot,
     budget: &mut FdBudget,
     buf: &mut Vec<u8>,
-    empty_is_stale: bool,
+    (empty_is_stale, max): (bool, usize),
     open: impl Fn() -> io::Result<OwnedFd>,
     evict: &mut dyn FnMut(&mut FdBudget),
 ) -> Got {
+    let pread_all = |fd: i32, buf: &mut Vec<u8>| {
+        if max == usize::MAX {
+            pread_all(fd, buf)
+        } else {
+            pread_upto(fd, buf, max)
+        }
+    };
     let reopened = slot.fd.is_some();
     if let Some(fd) = &slot.fd {
         match pread_all(fd.as_raw_fd(), buf) {
@@ -235,6 +242,28 @@ pub fn pread_all(fd: i32, buf: &mut Vec<u8>) -> io::Result<()> {
             return Ok(());
         }
         buf.reserve(buf.capacity());
+    }
+}
+
+/// At most `max` bytes from offset 0, in one `pread`: for a file of which
+/// only the start is needed (`/proc/PID/status` up to `RssShmem`).
+pub fn pread_upto(fd: i32, buf: &mut Vec<u8>, max: usize) -> io::Result<()> {
+    buf.clear();
+    buf.reserve(max);
+    loop {
+        // SAFETY: the kernel writes at most `max` bytes into the capacity of
+        // `buf`, which we own; `set_len` covers only what it wrote.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), max, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: `n <= max` bytes were initialised by pread.
+        unsafe { buf.set_len(n as usize) };
+        return Ok(());
     }
 }
 
@@ -419,7 +448,14 @@ mod tests {
         let mut buf = Vec::new();
         let open = || open_path(&p, false);
         assert!(matches!(
-            read(&mut slot, &mut budget, &mut buf, true, open, &mut |_| {}),
+            read(
+                &mut slot,
+                &mut budget,
+                &mut buf,
+                (true, usize::MAX),
+                open,
+                &mut |_| {}
+            ),
             Got::Data { .. }
         ));
         assert!(slot.is_open());
@@ -430,7 +466,14 @@ mod tests {
         std::fs::remove_file(&p).expect("rm");
         std::fs::write(&p, "b").expect("write");
         assert!(matches!(
-            read(&mut slot, &mut budget, &mut buf, true, open, &mut |_| {}),
+            read(
+                &mut slot,
+                &mut budget,
+                &mut buf,
+                (true, usize::MAX),
+                open,
+                &mut |_| {}
+            ),
             Got::Data { .. }
         ));
         assert_eq!(buf, b"b");
@@ -438,7 +481,14 @@ mod tests {
         std::fs::write(&p, "").expect("truncate");
         std::fs::remove_file(&p).expect("rm");
         assert!(matches!(
-            read(&mut slot, &mut budget, &mut buf, true, open, &mut |_| {}),
+            read(
+                &mut slot,
+                &mut budget,
+                &mut buf,
+                (true, usize::MAX),
+                open,
+                &mut |_| {}
+            ),
             Got::Gone
         ));
         assert!(!slot.is_open());
@@ -457,7 +507,7 @@ mod tests {
             &mut slot,
             &mut budget,
             &mut buf,
-            false,
+            (false, usize::MAX),
             || open_path(&p, false),
             &mut |_| {},
         );
@@ -487,12 +537,19 @@ mod tests {
             }
         };
         let mut evicted = 0;
-        let got = read(&mut slot, &mut budget, &mut buf, false, open, &mut |b| {
-            while b.over() {
-                b.give_back();
-                evicted += 1;
-            }
-        });
+        let got = read(
+            &mut slot,
+            &mut budget,
+            &mut buf,
+            (false, usize::MAX),
+            open,
+            &mut |b| {
+                while b.over() {
+                    b.give_back();
+                    evicted += 1;
+                }
+            },
+        );
         assert!(matches!(got, Got::Data { .. }), "{got:?}");
         assert_eq!(buf, b"a");
         assert_eq!(budget.limit(), 6);

@@ -83,7 +83,36 @@ impl ProcReader {
         let open = || fdcache::open_path(&dir().join("status"), false);
         // An open `status` of a process that exited reads ESRCH (or
         // nothing): stale, opened again by name below.
-        let got = fdcache::read(&mut slot.status, budget, &mut self.buf, true, open, evict);
+        // The start of the file is enough (RssShmem ends near byte 400).
+        let mut got = fdcache::read(
+            &mut slot.status,
+            budget,
+            &mut self.buf,
+            (true, STATUS_PREFIX),
+            open,
+            evict,
+        );
+        let mut status = None;
+        if let Got::Data { reopened } = got {
+            match parse_status_prefix(&self.buf) {
+                Ok((fields, true)) => status = Some(fields),
+                _ if self.buf.len() < STATUS_PREFIX => {}
+                // Cut before RssShmem (long groups or name): all of it.
+                _ => {
+                    got = fdcache::read(
+                        &mut slot.status,
+                        budget,
+                        &mut self.buf,
+                        (true, usize::MAX),
+                        open,
+                        evict,
+                    );
+                    if let Got::Data { reopened: again } = &mut got {
+                        *again |= reopened;
+                    }
+                }
+            }
+        }
         match got {
             Got::Data { reopened } => {
                 if reopened {
@@ -102,10 +131,13 @@ impl ProcReader {
                 })
             }
         }
-        let status = parse_status(&self.buf).map_err(|source| ReadError::Parse {
-            path: dir().join("status"),
-            source,
-        })?;
+        let status = match status {
+            Some(s) => s,
+            None => parse_status(&self.buf).map_err(|source| ReadError::Parse {
+                path: dir().join("status"),
+                source,
+            })?,
+        };
         let ident = match &slot.ident {
             Some(id) if id.comm == status.name => id,
             _ => {
@@ -194,6 +226,17 @@ fn first_number(v: &[u8]) -> Option<u64> {
 /// uses (see proc(5)), as bytes: no UTF-8 validation of the whole file,
 /// and it stops after `RssShmem`. Name, State, PPid and Uid are required.
 pub fn parse_status(text: &[u8]) -> Result<StatusFields, ParseError> {
+    parse_status_prefix(text).map(|(fields, _)| fields)
+}
+
+/// How much of `status` is read first: up to `RssShmem` with room to spare.
+pub const STATUS_PREFIX: usize = 512;
+
+/// Like [`parse_status`]; also says whether `RssShmem`'s line was complete,
+/// so that a prefix of the file can be told from a short (kernel thread)
+/// file.
+pub fn parse_status_prefix(text: &[u8]) -> Result<(StatusFields, bool), ParseError> {
+    let mut complete = false;
     let (mut name, mut state, mut ppid, mut uid) = (None, None, None, None);
     let (mut rss_anon, mut rss_file, mut rss_shmem) = (0, 0, 0);
     let kb = |v: &[u8]| -> Result<u64, ParseError> {
@@ -201,7 +244,13 @@ pub fn parse_status(text: &[u8]) -> Result<StatusFields, ParseError> {
             .map(|n| n.saturating_mul(1024))
             .ok_or_else(|| ParseError::new(format!("bad size {:?}", String::from_utf8_lossy(v))))
     };
-    for line in text.split(|b| *b == b'\n') {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, ended) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], true),
+            None => (rest, false),
+        };
+        rest = &rest[(line.len() + 1).min(rest.len())..];
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
@@ -223,6 +272,11 @@ pub fn parse_status(text: &[u8]) -> Result<StatusFields, ParseError> {
             b"RssAnon" => rss_anon = kb(value)?,
             b"RssFile" => rss_file = kb(value)?,
             b"RssShmem" => {
+                // Cut in this line when the prefix ends right here.
+                complete = ended;
+                if !complete {
+                    break;
+                }
                 rss_shmem = kb(value)?;
                 // The last key needed: skip the long tail (signal masks, cpus).
                 break;
@@ -231,7 +285,7 @@ pub fn parse_status(text: &[u8]) -> Result<StatusFields, ParseError> {
         }
     }
     let missing = |k: &str| ParseError::new(format!("status without a valid {k}"));
-    Ok(StatusFields {
+    let fields = StatusFields {
         name: name.ok_or_else(|| missing("Name"))?,
         state: state.ok_or_else(|| missing("State"))?,
         ppid: ppid.ok_or_else(|| missing("PPid"))?,
@@ -239,7 +293,8 @@ pub fn parse_status(text: &[u8]) -> Result<StatusFields, ParseError> {
         rss_anon,
         rss_file,
         rss_shmem,
-    })
+    };
+    Ok((fields, complete))
 }
 
 /// The first NUL-separated element of a cmdline, lossily decoded.
@@ -337,6 +392,25 @@ mod tests {
         assert!(parse_status(b"Name:\tx\nState:\tS\nPPid:\tone\nUid:\t0\n").is_err());
         let bad_rss = "Name:\tx\nState:\tS\nPPid:\t1\nUid:\t0\nRssAnon:\tmany kB\n";
         assert!(parse_status(bad_rss.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn status_prefix_tells_cut_from_short() {
+        let whole = STATUS.as_bytes();
+        let at = STATUS.find("RssShmem").expect("captured has RssShmem");
+        let end = at + STATUS[at..].find('\n').expect("line end") + 1;
+        let (f, complete) = parse_status_prefix(&whole[..end]).expect("parse");
+        assert!(complete);
+        assert_eq!(f, parse_status(whole).expect("whole"));
+        // Cut inside the RssShmem line, or before it: not complete.
+        assert!(!parse_status_prefix(&whole[..end - 3]).expect("parse").1);
+        assert!(!parse_status_prefix(&whole[..at]).expect("parse").1);
+        // Non-UTF-8 name, overflowing numbers.
+        let odd = b"Name:\tn\xffx\nState:\tR\nPPid:\t1\nUid:\t5\n";
+        assert_eq!(parse_status(odd).expect("odd name").name, "n\u{fffd}x");
+        assert!(parse_status(b"Name:\tx\nState:\tS\nPPid:\t99999999999\nUid:\t0\n").is_err());
+        let huge = "Name:\tx\nState:\tS\nPPid:\t1\nUid:\t0\nRssAnon:\t99999999999999999999999 kB\n";
+        assert!(parse_status(huge.as_bytes()).is_err());
     }
 
     #[test]

@@ -240,7 +240,7 @@ impl Reads<'_> {
             slot,
             self.budget,
             self.buf,
-            empty_is_stale,
+            (empty_is_stale, usize::MAX),
             open,
             &mut |b| evict(others, b),
         );
@@ -523,7 +523,7 @@ impl Sampler {
                 &mut self.host[i],
                 &mut self.budget,
                 &mut self.buf,
-                false,
+                (false, usize::MAX),
                 open,
                 &mut |b| evict(units, b),
             );
