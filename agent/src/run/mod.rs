@@ -472,7 +472,19 @@ impl Loop {
                 b.export_histograms(&self.model, &self.metrics);
             }
         }
-        self.http.publish(self.metrics.render(), snapshot);
+        // Rendering and compressing (~2 ms each at 100 units) off the async
+        // workers, which serve the scrapes.
+        let metrics = Arc::clone(&self.metrics);
+        let rendered = tokio::task::spawn_blocking(move || {
+            let text = metrics.render();
+            let gzip = http::compress(&text);
+            (text, gzip)
+        })
+        .await;
+        match rendered {
+            Ok((text, gzip)) => self.http.publish(text, gzip, snapshot),
+            Err(e) => tracing::error!("rendering /metrics failed: {e}"),
+        }
     }
 
     /// Runs the detectors on the units sampled in this pass, acts on their
