@@ -53,6 +53,14 @@ pub fn main(args: crate::cli::RunArgs) -> anyhow::Result<ExitCode> {
         ),
         Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE ({e}); fewer files stay open"),
     }
+    // glibc gives threads that allocate their own malloc arena and keeps
+    // freed memory there: with rendering on a blocking thread that was
+    // +5 MiB RSS (22 MiB vs 17 MiB at 100 units). Two arenas are plenty here.
+    // SAFETY: mallopt only sets an allocator parameter; no thread exists yet.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     // Before any thread exists, so every later mapping is covered too.
     crate::outputs::systemd::lock_memory();
     let rt = tokio::runtime::Builder::new_multi_thread()
