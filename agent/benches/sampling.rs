@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use t3pressure::model::sample::Unit;
 use t3pressure::model::state::Model;
+use t3pressure::outputs::http::compress;
 use t3pressure::outputs::metrics::Metrics;
 use t3pressure::outputs::snapshot::{build, AgentInfo};
 use t3pressure::sources::discovery::UnitMatcher;
@@ -151,8 +152,9 @@ fn main() {
         }
         model.update_host(host);
         let text = metrics.render();
+        let gz = compress(&text);
         let snap = build::snapshot(model, agent.clone());
-        std::hint::black_box((text, snap));
+        std::hint::black_box((text, gz, snap));
     };
     for _ in 0..3 {
         tick(&mut model, &mut sampler);
@@ -192,7 +194,22 @@ fn main() {
         w0.elapsed(),
         ticks,
     );
-    println!("  /metrics size: {} bytes", metrics.render().len());
+    let text = metrics.render();
+    let (c0, w0) = (cpu_time(), Instant::now());
+    for _ in 0..ticks {
+        std::hint::black_box(compress(&text));
+    }
+    per_pass(
+        "  of which: gzip /metrics text",
+        cpu_time() - c0,
+        w0.elapsed(),
+        ticks,
+    );
+    println!(
+        "  /metrics size: {} bytes, {} gzipped",
+        text.len(),
+        compress(&text).map_or(0, |g| g.len())
+    );
 
     // 3. The real agent on the same tree: RSS and CPU at the default 1 Hz.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

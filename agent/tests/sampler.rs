@@ -136,3 +136,158 @@ fn host_sample_from_proc_root() {
     assert!(h.memory_pressure.is_none() && h.meminfo.is_none());
     assert!(s.errors.counts().is_empty());
 }
+
+// ---- descriptors kept open across passes (sources/fdcache.rs) ----
+
+fn alice_with_procs(tree: &FakeCgroupTree) -> Unit {
+    let path = tree.unit("alice");
+    tree.process(&path, 300, 1, "node", 50_000);
+    tree.process(&path, 301, 300, "claude", 60_000);
+    let child = tree.child_cgroup("alice", "agents/a1");
+    tree.process(&child, 302, 300, "claude", 70_000);
+    unit_of(tree, &path)
+}
+
+#[test]
+fn cached_descriptors_follow_content_changes() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+    let first = s.sample_unit(&unit).expect("present");
+    assert_eq!(first.procs.len(), 3);
+    let held = s.fds_held();
+    // dir + 13 files + cgroup.procs, agents/ (a plain dir), agents/a1 and
+    // its cgroup.procs, 3 status.
+    assert_eq!(held, 1 + 13 + 1 + 1 + 2 + 3);
+    tree.set("alice", "memory.current", "400000000\n");
+    tree.set_process(301, 300, "claude", 90_000);
+    let second = s.sample_unit(&unit).expect("present");
+    assert_eq!(second.memory_current, Some(400_000_000));
+    let p = second.procs.iter().find(|p| p.pid == 301).expect("301");
+    assert_eq!(p.rss_anon, 90_000 * 1024);
+    assert_eq!(s.fds_held(), held, "nothing reopened");
+    assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
+}
+
+#[test]
+fn unit_removed_while_cached_reads_as_vanished() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+    for _ in 0..2 {
+        assert!(s.sample_unit(&unit).is_some());
+    }
+    assert!(s.fds_held() > 0);
+    tree.remove_unit("alice");
+    assert!(s.sample_unit(&unit).is_none(), "vanished, not stale data");
+    assert!(
+        s.sample_unit_with(&unit, false).is_none(),
+        "without processes too"
+    );
+    assert_eq!(s.fds_held(), 0, "its descriptors were closed");
+    assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
+}
+
+#[test]
+fn unit_restarted_under_the_same_path_is_read_afresh() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+    assert!(s.sample_unit(&unit).is_some());
+    tree.remove_unit("alice");
+    let path = tree.unit("alice");
+    tree.set("alice", "memory.current", "12345\n");
+    tree.process(&path, 400, 1, "node", 1);
+    // Discovery not caught up yet (old cgroup id), and caught up.
+    let again = s.sample_unit(&unit).expect("present");
+    assert_eq!(again.memory_current, Some(12345));
+    assert_eq!(again.procs.len(), 1);
+    let new_unit = unit_of(&tree, &path);
+    let again = s.sample_unit(&new_unit).expect("present");
+    assert_eq!(again.memory_current, Some(12345));
+    assert_eq!(again.procs.len(), 1);
+}
+
+#[test]
+fn removed_child_cgroup_and_departed_pids_close_their_descriptors() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+    assert!(s.sample_unit(&unit).is_some());
+    let held = s.fds_held();
+    tree.remove_process(302).expect("rm proc");
+    std::fs::remove_dir_all(tree.unit_path("alice").join("agents")).expect("rm child");
+    tree.set("alice", "cgroup.procs", "300\n");
+    tree.remove_process(301).expect("rm proc");
+    let sample = s.sample_unit(&unit).expect("present");
+    assert_eq!(sample.procs.len(), 1);
+    assert_eq!(
+        s.fds_held(),
+        held - 3 - 2,
+        "agents/, a1 and its procs, two status"
+    );
+    s.forget_unit(&unit.path);
+    assert_eq!(s.fds_held(), 0);
+}
+
+#[test]
+fn recycled_pid_never_gets_the_old_process_data() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+    let first = s.sample_unit(&unit).expect("present");
+    let old = first.procs.iter().find(|p| p.pid == 301).expect("301");
+    assert_eq!(
+        (old.rss_anon, old.argv0.as_str()),
+        (60_000 * 1024, "claude")
+    );
+    // 301 exits (its open status now reads nothing, as procfs answers
+    // ESRCH) and a new process gets the number, with the same comm but
+    // another command line.
+    tree.remove_process(301).expect("rm proc");
+    tree.set_process(301, 300, "claude", 5);
+    std::fs::write(tree.proc_root().join("301/cmdline"), "other-agent\0").expect("cmdline");
+    let second = s.sample_unit(&unit).expect("present");
+    let new = second.procs.iter().find(|p| p.pid == 301).expect("301");
+    assert_eq!(new.rss_anon, 5 * 1024, "the new process's status");
+    assert_eq!(new.argv0, "other-agent", "its identity re-read");
+    assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
+}
+
+#[test]
+fn a_small_descriptor_budget_reads_the_same() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut all = Sampler::new(&tree.root(), &tree.proc_root());
+    let mut few = Sampler::with_fd_budget(
+        &tree.root(),
+        &tree.proc_root(),
+        t3pressure::sources::fdcache::FdBudget::new(5),
+    );
+    for _ in 0..3 {
+        let a = all.sample_unit(&unit).expect("present");
+        let b = few.sample_unit(&unit).expect("present");
+        assert_eq!(a.memory_stat, b.memory_stat);
+        assert_eq!(a.memory_max, b.memory_max);
+        assert_eq!(a.procs.len(), b.procs.len());
+        all.end_pass();
+        few.end_pass();
+    }
+    assert_eq!(few.fds_held(), 5);
+    tree.remove_unit("alice");
+    assert!(few.sample_unit(&unit).is_none());
+    assert!(few.errors.counts().is_empty(), "{:?}", few.errors.counts());
+}
+
+#[test]
+fn a_file_removed_while_cached_is_missing_not_stale() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+    assert!(s.sample_unit(&unit).expect("present").io_pressure.is_some());
+    tree.remove_file("alice", "io.pressure");
+    let sample = s.sample_unit(&unit).expect("present");
+    assert!(sample.io_pressure.is_none());
+    assert!(sample.memory_current.is_some());
+    assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -20,6 +20,9 @@ use super::snapshot::Snapshot;
 struct Published {
     /// Rendered once per pass; cloning `Bytes` is a refcount bump.
     metrics_text: Bytes,
+    /// The same, gzip-compressed once per pass, for scrapers that send
+    /// `Accept-Encoding: gzip` (Prometheus does): ~10x fewer bytes to copy.
+    metrics_gzip: Option<Bytes>,
     snapshot: Option<Arc<Snapshot>>,
     last_pass: Option<Instant>,
 }
@@ -40,10 +43,13 @@ impl HttpState {
         }
     }
 
-    /// Called by the loop after each pass.
-    pub fn publish(&self, metrics_text: String, snapshot: Snapshot) {
+    /// Called by the loop after each pass, with [`compress`]'s output.
+    pub fn publish(&self, metrics_text: String, metrics_gzip: Option<Vec<u8>>, snapshot: Snapshot) {
+        let text = Bytes::from(metrics_text);
+        let gzip = metrics_gzip.map(Bytes::from);
         if let Ok(mut p) = self.published.write() {
-            p.metrics_text = Bytes::from(metrics_text);
+            p.metrics_text = text;
+            p.metrics_gzip = gzip;
             p.snapshot = Some(Arc::new(snapshot));
             p.last_pass = Some(Instant::now());
         }
@@ -74,16 +80,60 @@ pub async fn serve(
         .await
 }
 
-async fn metrics(State(s): State<HttpState>) -> Response {
-    let text = s.read(|p| p.metrics_text.clone()).unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+/// Gzip of the metrics text (fast level: the text is repetitive), or
+/// `None` if compression failed (the text is served plain then).
+pub fn compress(text: &str) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(text.len() / 8),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(text.as_bytes()).ok()?;
+    enc.finish().ok()
+}
+
+/// Whether an `Accept-Encoding` value allows gzip (not `gzip;q=0`).
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|part| {
+        let mut it = part.split(';').map(str::trim);
+        let coding = it.next().unwrap_or("");
+        let q_zero = it.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !q_zero
+    })
+}
+
+async fn metrics(State(s): State<HttpState>, headers: HeaderMap) -> Response {
+    const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+    let gzip_ok = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(accepts_gzip));
+    let (text, gz) = s
+        .read(|p| (p.metrics_text.clone(), p.metrics_gzip.clone()))
+        .unwrap_or_default();
+    match gz {
+        Some(gz) if gzip_ok => (
+            [
+                (header::CONTENT_TYPE, CONTENT_TYPE),
+                (header::CONTENT_ENCODING, "gzip"),
+                (header::VARY, "Accept-Encoding"),
+            ],
+            gz,
+        )
+            .into_response(),
+        _ => (
+            [
+                (header::CONTENT_TYPE, CONTENT_TYPE),
+                (header::VARY, "Accept-Encoding"),
+            ],
+            text,
+        )
+            .into_response(),
+    }
 }
 
 async fn healthz(State(s): State<HttpState>) -> Response {
@@ -112,5 +162,33 @@ async fn snapshot(State(s): State<HttpState>) -> Response {
     match serde_json::to_vec(&*snap) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_values() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("deflate, GZIP;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("identity"));
+        assert!(!accepts_gzip(""));
+    }
+
+    #[test]
+    fn gzip_round_trip() {
+        use std::io::Read;
+        let text = "t3pressure_units_watched 3\n".repeat(1000);
+        let gz = compress(&text).expect("compress");
+        assert!(gz.len() < text.len() / 10);
+        let mut back = String::new();
+        flate2::read::GzDecoder::new(gz.as_slice())
+            .read_to_string(&mut back)
+            .expect("gunzip");
+        assert_eq!(back, text);
     }
 }

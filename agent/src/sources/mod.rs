@@ -4,6 +4,7 @@
 pub mod bpf;
 pub mod cgroupfs;
 pub mod discovery;
+pub mod fdcache;
 pub mod host;
 pub mod procfs;
 pub mod sampler;

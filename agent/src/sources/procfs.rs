@@ -1,20 +1,23 @@
 //! Per-process reads under `--proc-root`: `status` each pass (ppid, uid,
-//! state, RssAnon/RssFile/RssShmem) with a small parser of its own, `stat`
+//! state, RssAnon/RssFile/RssShmem) with a small byte parser of its own,
+//! through a descriptor kept open across passes (see `fdcache`); `stat`
 //! (with the `procfs` crate's parser) and `cmdline` only when a pid is first
 //! seen (start time, argv[0] — never the rest of argv: agent command lines
 //! can hold secrets).
 //!
 //! Why not `procfs::process::Status` each pass: it collects all ~55 keys
 //! into a `HashMap<String, String>`; at 2000 processes per pass that was two
-//! thirds of the agent's sampling CPU (perf, see `benches/sampling.rs`).
+//! thirds of the agent's sampling CPU (perf, see `benches/README.md`). Why
+//! not even `&str`: UTF-8 validation and line splitting of the whole file
+//! were a quarter of a pass; the byte parser stops after `RssShmem`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use ::procfs::process::Stat;
 use ::procfs::{FromRead, ProcError};
 
 use super::cgroupfs::{is_vanished, ParseError, ReadError};
+use super::fdcache::{self, FdBudget, Got, Slot};
 use crate::model::sample::ProcSample;
 
 /// What does not change during a process's life, read once per pid.
@@ -25,23 +28,40 @@ struct Identity {
     /// comm at first sight: a different comm under the same pid means the
     /// pid was recycled (or the process exec'd), so the identity is re-read.
     comm: String,
-    seen: u64,
 }
 
-/// Reads processes and remembers their identities across passes.
+/// What the sampler keeps per pid of a unit, for as long as the pid is in
+/// the unit's `cgroup.procs`: the open `status` and the identity.
+#[derive(Debug, Default)]
+pub struct ProcSlot {
+    status: Slot,
+    ident: Option<Identity>,
+}
+
+impl ProcSlot {
+    /// Closes the descriptor (the pid left, or descriptors are short).
+    pub fn close(&mut self, budget: &mut FdBudget) {
+        self.status.close(budget);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status.is_open()
+    }
+}
+
+/// Reads processes; the per-pid state lives in the caller's [`ProcSlot`]s.
 #[derive(Debug)]
 pub struct ProcReader {
     root: PathBuf,
-    idents: HashMap<i32, Identity>,
-    pass: u64,
+    /// Reused for every `status` read.
+    buf: Vec<u8>,
 }
 
 impl ProcReader {
     pub fn new(proc_root: &Path) -> Self {
         ProcReader {
             root: proc_root.to_path_buf(),
-            idents: HashMap::new(),
-            pass: 0,
+            buf: Vec::with_capacity(4096),
         }
     }
 
@@ -49,40 +69,82 @@ impl ProcReader {
         &self.root
     }
 
-    /// Call once per sampling pass, after all reads: forgets pids not seen
-    /// for a few passes (the cache stays bounded by live processes).
-    pub fn end_pass(&mut self) {
-        let pass = self.pass;
-        self.idents.retain(|_, id| pass.saturating_sub(id.seen) < 3);
-        self.pass += 1;
-    }
-
-    /// One process; `Ok(None)` when it exited (a normal event).
-    pub fn read(&mut self, pid: i32, cgroup: &str) -> Result<Option<ProcSample>, ReadError> {
-        let dir = self.root.join(pid.to_string());
-        let Some(status_bytes) = read_bytes(&dir, "status")? else {
-            return Ok(None);
-        };
-        // from_utf8 takes the fast ASCII path; lossy only for odd comms.
-        let text = match std::str::from_utf8(&status_bytes) {
-            Ok(t) => std::borrow::Cow::Borrowed(t),
-            Err(_) => String::from_utf8_lossy(&status_bytes),
-        };
-        let status = parse_status(&text).map_err(|source| ReadError::Parse {
-            path: dir.join("status"),
-            source,
-        })?;
-        let ident = match self.idents.get_mut(&pid) {
-            Some(id) if id.comm == status.name => {
-                id.seen = self.pass;
-                id.clone()
+    /// One process; `Ok(None)` when it exited (a normal event). `evict`
+    /// frees descriptors when the process has none left.
+    pub fn read(
+        &mut self,
+        pid: i32,
+        cgroup: &str,
+        slot: &mut ProcSlot,
+        budget: &mut FdBudget,
+        evict: &mut dyn FnMut(&mut FdBudget),
+    ) -> Result<Option<ProcSample>, ReadError> {
+        let dir = || self.root.join(pid.to_string());
+        let open = || fdcache::open_path(&dir().join("status"), false);
+        // An open `status` of a process that exited reads ESRCH (or
+        // nothing): stale, opened again by name below.
+        // The start of the file is enough (RssShmem ends near byte 400).
+        let mut got = fdcache::read(
+            &mut slot.status,
+            budget,
+            &mut self.buf,
+            (true, STATUS_PREFIX),
+            open,
+            evict,
+        );
+        let mut status = None;
+        if let Got::Data { reopened } = got {
+            match parse_status_prefix(&self.buf) {
+                Ok((fields, true)) => status = Some(fields),
+                _ if self.buf.len() < STATUS_PREFIX => {}
+                // Cut before RssShmem (long groups or name): all of it.
+                _ => {
+                    got = fdcache::read(
+                        &mut slot.status,
+                        budget,
+                        &mut self.buf,
+                        (true, usize::MAX),
+                        open,
+                        evict,
+                    );
+                    if let Got::Data { reopened: again } = &mut got {
+                        *again |= reopened;
+                    }
+                }
             }
+        }
+        match got {
+            Got::Data { reopened } => {
+                if reopened {
+                    // Another process may hold the pid now.
+                    slot.ident = None;
+                }
+            }
+            Got::Gone => {
+                slot.ident = None;
+                return Ok(None);
+            }
+            Got::NoFds(source) | Got::Failed(source) => {
+                return Err(ReadError::Io {
+                    path: dir().join("status"),
+                    source,
+                })
+            }
+        }
+        let status = match status {
+            Some(s) => s,
+            None => parse_status(&self.buf).map_err(|source| ReadError::Parse {
+                path: dir().join("status"),
+                source,
+            })?,
+        };
+        let ident = match &slot.ident {
+            Some(id) if id.comm == status.name => id,
             _ => {
-                let Some(id) = self.read_identity(&dir, &status.name)? else {
+                let Some(id) = read_identity(&dir(), &status.name, budget, evict)? else {
                     return Ok(None);
                 };
-                self.idents.insert(pid, id.clone());
-                id
+                slot.ident.insert(id)
             }
         };
         Ok(Some(ProcSample {
@@ -90,7 +152,7 @@ impl ProcReader {
             ppid: status.ppid,
             uid: status.uid,
             comm: status.name,
-            argv0: ident.argv0,
+            argv0: ident.argv0.clone(),
             rss_anon: status.rss_anon,
             rss_file: status.rss_file,
             rss_shmem: status.rss_shmem,
@@ -99,24 +161,35 @@ impl ProcReader {
             cgroup: cgroup.to_string(),
         }))
     }
+}
 
-    fn read_identity(&self, dir: &Path, comm: &str) -> Result<Option<Identity>, ReadError> {
-        let Some(stat_bytes) = read_bytes(dir, "stat")? else {
-            return Ok(None);
-        };
-        let stat =
-            Stat::from_read(stat_bytes.as_slice()).map_err(|e| parse_error(dir, "stat", e))?;
-        // A kernel thread or zombie has an empty cmdline: argv0 stays empty.
-        let argv0 = read_bytes(dir, "cmdline")?
-            .map(|b| argv0_of(&b))
-            .unwrap_or_default();
-        Ok(Some(Identity {
-            start_time: stat.starttime,
-            argv0,
-            comm: comm.to_string(),
-            seen: self.pass,
-        }))
-    }
+fn read_identity(
+    dir: &Path,
+    comm: &str,
+    budget: &mut FdBudget,
+    evict: &mut dyn FnMut(&mut FdBudget),
+) -> Result<Option<Identity>, ReadError> {
+    let mut read_bytes = |name: &str| -> Result<Option<Vec<u8>>, ReadError> {
+        let path = dir.join(name);
+        match fdcache::open_evicting(budget, || std::fs::read(&path), evict) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if is_vanished(&e) => Ok(None),
+            Err(source) => Err(ReadError::Io { path, source }),
+        }
+    };
+    let Some(stat_bytes) = read_bytes("stat")? else {
+        return Ok(None);
+    };
+    let stat = Stat::from_read(stat_bytes.as_slice()).map_err(|e| parse_error(dir, "stat", e))?;
+    // A kernel thread or zombie has an empty cmdline: argv0 stays empty.
+    let argv0 = read_bytes("cmdline")?
+        .map(|b| argv0_of(&b))
+        .unwrap_or_default();
+    Ok(Some(Identity {
+        start_time: stat.starttime,
+        argv0,
+        comm: comm.to_string(),
+    }))
 }
 
 /// The keys of `/proc/PID/status` read each pass; sizes in bytes.
@@ -133,36 +206,77 @@ pub struct StatusFields {
     pub rss_shmem: u64,
 }
 
+/// The first whitespace-separated ASCII decimal number of `v`.
+fn first_number(v: &[u8]) -> Option<u64> {
+    let start = v.iter().position(|b| !b.is_ascii_whitespace())?;
+    let digits = &v[start..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    if end == 0 || (end < digits.len() && !digits[end].is_ascii_whitespace()) {
+        return None;
+    }
+    digits[..end].iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
 /// Parses the `Key:\tvalue` lines of `/proc/PID/status` that t3pressure
-/// uses (see proc(5)); Name, State, PPid and Uid are required.
-pub fn parse_status(text: &str) -> Result<StatusFields, ParseError> {
+/// uses (see proc(5)), as bytes: no UTF-8 validation of the whole file,
+/// and it stops after `RssShmem`. Name, State, PPid and Uid are required.
+pub fn parse_status(text: &[u8]) -> Result<StatusFields, ParseError> {
+    parse_status_prefix(text).map(|(fields, _)| fields)
+}
+
+/// How much of `status` is read first: up to `RssShmem` with room to spare.
+pub const STATUS_PREFIX: usize = 512;
+
+/// Like [`parse_status`]; also says whether `RssShmem`'s line was complete,
+/// so that a prefix of the file can be told from a short (kernel thread)
+/// file.
+pub fn parse_status_prefix(text: &[u8]) -> Result<(StatusFields, bool), ParseError> {
+    let mut complete = false;
     let (mut name, mut state, mut ppid, mut uid) = (None, None, None, None);
     let (mut rss_anon, mut rss_file, mut rss_shmem) = (0, 0, 0);
-    let kb = |v: &str| -> Result<u64, ParseError> {
-        v.split_ascii_whitespace()
-            .next()
-            .and_then(|n| n.parse::<u64>().ok())
+    let kb = |v: &[u8]| -> Result<u64, ParseError> {
+        first_number(v)
             .map(|n| n.saturating_mul(1024))
-            .ok_or_else(|| ParseError::new(format!("bad size {v:?}")))
+            .ok_or_else(|| ParseError::new(format!("bad size {:?}", String::from_utf8_lossy(v))))
     };
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(':') else {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, ended) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], true),
+            None => (rest, false),
+        };
+        rest = &rest[(line.len() + 1).min(rest.len())..];
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
             continue;
         };
+        let (key, value) = (&line[..colon], &line[colon + 1..]);
         match key {
             // The name is the rest of the line after the tab (it may hold spaces).
-            "Name" => name = Some(value.strip_prefix('\t').unwrap_or(value).to_string()),
-            "State" => state = value.trim_start().chars().next(),
-            "PPid" => ppid = value.trim().parse::<i32>().ok(),
-            "Uid" => {
-                uid = value
-                    .split_ascii_whitespace()
-                    .next()
-                    .and_then(|u| u.parse().ok())
+            b"Name" => {
+                let v = value.strip_prefix(b"\t").unwrap_or(value);
+                name = Some(String::from_utf8_lossy(v).into_owned());
             }
-            "RssAnon" => rss_anon = kb(value)?,
-            "RssFile" => rss_file = kb(value)?,
-            "RssShmem" => {
+            b"State" => {
+                state = value
+                    .iter()
+                    .find(|b| !b.is_ascii_whitespace())
+                    .map(|b| char::from(*b))
+            }
+            b"PPid" => ppid = first_number(value).and_then(|n| i32::try_from(n).ok()),
+            b"Uid" => uid = first_number(value).and_then(|n| u32::try_from(n).ok()),
+            b"RssAnon" => rss_anon = kb(value)?,
+            b"RssFile" => rss_file = kb(value)?,
+            b"RssShmem" => {
+                // Cut in this line when the prefix ends right here.
+                complete = ended;
+                if !complete {
+                    break;
+                }
                 rss_shmem = kb(value)?;
                 // The last key needed: skip the long tail (signal masks, cpus).
                 break;
@@ -171,7 +285,7 @@ pub fn parse_status(text: &str) -> Result<StatusFields, ParseError> {
         }
     }
     let missing = |k: &str| ParseError::new(format!("status without a valid {k}"));
-    Ok(StatusFields {
+    let fields = StatusFields {
         name: name.ok_or_else(|| missing("Name"))?,
         state: state.ok_or_else(|| missing("State"))?,
         ppid: ppid.ok_or_else(|| missing("PPid"))?,
@@ -179,22 +293,14 @@ pub fn parse_status(text: &str) -> Result<StatusFields, ParseError> {
         rss_anon,
         rss_file,
         rss_shmem,
-    })
+    };
+    Ok((fields, complete))
 }
 
 /// The first NUL-separated element of a cmdline, lossily decoded.
 pub fn argv0_of(cmdline: &[u8]) -> String {
     let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
     String::from_utf8_lossy(first).into_owned()
-}
-
-fn read_bytes(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, ReadError> {
-    let path = dir.join(name);
-    match std::fs::read(&path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if is_vanished(&e) => Ok(None),
-        Err(source) => Err(ReadError::Io { path, source }),
-    }
 }
 
 fn parse_error(dir: &Path, name: &str, e: ProcError) -> ReadError {
@@ -211,6 +317,13 @@ mod tests {
     const STATUS: &str = include_str!("../../fixtures/kernel-6.1/proc/pid/status");
     const STAT: &str = include_str!("../../fixtures/kernel-6.1/proc/pid/stat");
     const CMDLINE: &[u8] = include_bytes!("../../fixtures/kernel-6.1/proc/pid/cmdline");
+
+    /// One read with a fresh slot, as on a pid's first sight.
+    fn read_once(root: &Path, pid: i32) -> Result<Option<ProcSample>, ReadError> {
+        let mut slot = ProcSlot::default();
+        let mut budget = FdBudget::new(10);
+        ProcReader::new(root).read(pid, "/u", &mut slot, &mut budget, &mut |_| {})
+    }
 
     fn fake_proc(files: &[(&str, &[u8])]) -> tempfile::TempDir {
         let root = tempfile::tempdir().expect("tempdir");
@@ -229,8 +342,7 @@ mod tests {
             ("stat", STAT.as_bytes()),
             ("cmdline", CMDLINE),
         ]);
-        let mut r = ProcReader::new(root.path());
-        let p = r.read(205, "/u").expect("read").expect("present");
+        let p = read_once(root.path(), 205).expect("read").expect("present");
         assert_eq!(p.ppid, 191);
         assert_eq!(p.uid, 1000);
         assert_eq!(p.comm, "python3");
@@ -245,43 +357,60 @@ mod tests {
     #[test]
     fn vanished_process_is_none() {
         let root = tempfile::tempdir().expect("tempdir");
-        let mut r = ProcReader::new(root.path());
-        assert!(r.read(4242, "/u").expect("no error").is_none());
+        assert!(read_once(root.path(), 4242).expect("no error").is_none());
         // status there but stat gone (exited between the two reads)
         let root = fake_proc(&[("status", STATUS.as_bytes())]);
-        let mut r = ProcReader::new(root.path());
-        assert!(r.read(205, "/u").expect("no error").is_none());
+        assert!(read_once(root.path(), 205).expect("no error").is_none());
     }
 
     #[test]
     fn malformed_status_is_a_parse_error() {
         let root = fake_proc(&[("status", b"garbage"), ("stat", STAT.as_bytes())]);
-        let mut r = ProcReader::new(root.path());
-        let e = r.read(205, "/u").expect_err("malformed");
+        let e = read_once(root.path(), 205).expect_err("malformed");
         assert_eq!(e.file_name(), "status");
         let root = fake_proc(&[("status", STATUS.as_bytes()), ("stat", b"")]);
-        let mut r = ProcReader::new(root.path());
         assert_eq!(
-            r.read(205, "/u").expect_err("malformed").file_name(),
+            read_once(root.path(), 205)
+                .expect_err("malformed")
+                .file_name(),
             "stat"
         );
     }
 
     #[test]
     fn status_parser_on_captured_and_broken_input() {
-        let s = parse_status(STATUS).expect("parse");
+        let s = parse_status(STATUS.as_bytes()).expect("parse");
         assert_eq!(s.name, "python3");
         assert_eq!((s.state, s.ppid, s.uid), ('S', 191, 1000));
         assert_eq!(s.rss_anon, 309612 * 1024);
         assert_eq!(s.rss_shmem, 0);
         let kthread = "Name:\tkworker/0:1 x\nState:\tI (idle)\nPPid:\t2\nUid:\t0\t0\t0\t0\n";
-        let k = parse_status(kthread).expect("kernel thread");
+        let k = parse_status(kthread.as_bytes()).expect("kernel thread");
         assert_eq!(k.name, "kworker/0:1 x");
         assert_eq!(k.rss_anon, 0);
-        assert!(parse_status("").is_err());
-        assert!(parse_status("Name:\tx\nState:\tS\nPPid:\tone\nUid:\t0\n").is_err());
+        assert!(parse_status(b"").is_err());
+        assert!(parse_status(b"Name:\tx\nState:\tS\nPPid:\tone\nUid:\t0\n").is_err());
         let bad_rss = "Name:\tx\nState:\tS\nPPid:\t1\nUid:\t0\nRssAnon:\tmany kB\n";
-        assert!(parse_status(bad_rss).is_err());
+        assert!(parse_status(bad_rss.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn status_prefix_tells_cut_from_short() {
+        let whole = STATUS.as_bytes();
+        let at = STATUS.find("RssShmem").expect("captured has RssShmem");
+        let end = at + STATUS[at..].find('\n').expect("line end") + 1;
+        let (f, complete) = parse_status_prefix(&whole[..end]).expect("parse");
+        assert!(complete);
+        assert_eq!(f, parse_status(whole).expect("whole"));
+        // Cut inside the RssShmem line, or before it: not complete.
+        assert!(!parse_status_prefix(&whole[..end - 3]).expect("parse").1);
+        assert!(!parse_status_prefix(&whole[..at]).expect("parse").1);
+        // Non-UTF-8 name, overflowing numbers.
+        let odd = b"Name:\tn\xffx\nState:\tR\nPPid:\t1\nUid:\t5\n";
+        assert_eq!(parse_status(odd).expect("odd name").name, "n\u{fffd}x");
+        assert!(parse_status(b"Name:\tx\nState:\tS\nPPid:\t99999999999\nUid:\t0\n").is_err());
+        let huge = "Name:\tx\nState:\tS\nPPid:\t1\nUid:\t0\nRssAnon:\t99999999999999999999999 kB\n";
+        assert!(parse_status(huge.as_bytes()).is_err());
     }
 
     #[test]

@@ -138,9 +138,13 @@ impl FakeCgroupTree {
         write(&self.unit_path(user).join(file), content);
     }
 
-    /// Removes a file of a unit (controller off, PSI disabled).
+    /// Removes a file of a unit (controller off, PSI disabled). Emptied
+    /// first: a descriptor the agent keeps open then reads nothing, as on
+    /// kernfs (ENODEV) — tmpfs would keep serving the old content.
     pub fn remove_file(&self, user: &str, file: &str) {
-        fs::remove_file(self.unit_path(user).join(file)).expect("fake tree: remove file");
+        let path = self.unit_path(user).join(file);
+        let _ = fs::write(&path, "");
+        fs::remove_file(path).expect("fake tree: remove file");
     }
 
     /// Stops a unit: its dir disappears.
@@ -192,8 +196,12 @@ impl FakeCgroupTree {
 
     /// Removes a process from procfs (it exited); `cgroup.procs` is left as
     /// it was, as the kernel would race.
+    /// Its `status` is emptied first: a descriptor the agent keeps open
+    /// then reads nothing, as procfs answers ESRCH for an exited process.
     pub fn remove_process(&self, pid: i32) -> io::Result<()> {
-        fs::remove_dir_all(self.proc_root().join(pid.to_string()))
+        let dir = self.proc_root().join(pid.to_string());
+        let _ = fs::write(dir.join("status"), "");
+        fs::remove_dir_all(dir)
     }
 }
 

@@ -1,8 +1,9 @@
 """Scenario 6, churn: carol's unit is started and stopped 50 times; after
 each start and stop the agent's watched set (/api/v1/snapshot) follows
 within 1 s of the cgroup appearing or vanishing; after the 50 cycles the
-agent holds no more file descriptors, metric series or BPF map entries than
-before."""
+agent holds no more metric series or BPF map entries than before, and its
+file descriptors are back within FD_MARGIN of the count before (it keeps
+descriptors open per watched cgroup file and process)."""
 
 import json
 import os
@@ -18,6 +19,9 @@ DESCRIPTION = "carol's unit started/stopped 50x; watched set follows within 1 s;
 
 CYCLES = 50
 FOLLOW_S = 1.0
+# Descriptors the other units' processes may add meanwhile (a forked child
+# holds one open status).
+FD_MARGIN = 5
 
 
 def fd_count(pid):
@@ -136,7 +140,12 @@ def run(hb, res):
               + ("n/a" if worst is None else f"{worst:.2f} s"),
               len(seen) == 2 * CYCLES and worst <= FOLLOW_S)
     res.agent("agent not restarted during churn", f"pid {pid}", pid1, pid1 == pid and pid != 0)
-    res.agent("no file descriptor leak", f"<= {fds0}", fds1, fds0 is not None and fds1 is not None and fds1 <= fds0)
+    # The agent keeps descriptors open per watched cgroup file and process
+    # (sources/fdcache.rs), so the count follows the other units' processes:
+    # with carol stopped both times it must be back within a few of the
+    # count before. One leaked cycle of carol's would be 15+ descriptors.
+    res.agent("no file descriptor leak", f"<= {fds0} + {FD_MARGIN}", fds1,
+              fds0 is not None and fds1 is not None and fds1 <= fds0 + FD_MARGIN)
     # Series that come and go with the state of a live unit by the spec
     # ("absent when not growing") are no leak; every other series must be
     # the same set as before the churn, and carol's must all be gone.

@@ -114,6 +114,7 @@ impl SnapshotSource for Standalone {
         let (units, _) = self.matcher.scan(self.matcher.root());
         let present: BTreeSet<PathBuf> = units.iter().map(|u| u.path.clone()).collect();
         self.model.units.retain(|path, _| present.contains(path));
+        self.sampler.retain_units(|path| present.contains(path));
         for u in units {
             // The interval only schedules the agent's loop; here every
             // fetch samples every unit.
