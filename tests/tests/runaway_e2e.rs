@@ -37,12 +37,21 @@ impl Drop for Reaped {
     }
 }
 
-/// Replaces a file whole, so the agent never reads it half-written. Errors
-/// are ignored: the tree goes away when a failing test unwinds.
-fn write_atomic(dir: &Path, name: &str, content: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    if std::fs::write(&tmp, content).is_ok() {
-        let _ = std::fs::rename(&tmp, dir.join(name));
+/// Rewrites a file in place, as the kernel's cgroup files change: the same
+/// inode, so an agent that keeps the file open and `pread`s it at offset 0
+/// (as it does on cgroupfs) sees the new content. Callers keep the length
+/// fixed (zero-padded figures), so one write never leaves a shorter, torn
+/// or empty file to read. Errors are ignored: the tree goes away when a
+/// failing test unwinds.
+fn write_in_place(dir: &Path, name: &str, content: &str) {
+    use std::os::unix::fs::FileExt;
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(name))
+    {
+        let _ = f.write_all_at(content.as_bytes(), 0);
     }
 }
 
@@ -63,7 +72,8 @@ fn fake_unit(root: &Path, pids: &[u32]) -> PathBuf {
         ("cgroup.events", "populated 1\nfrozen 0\n"),
         ("memory.max", &format!("{MAX}\n")),
         ("memory.high", "max\n"),
-        ("memory.current", "0\n"),
+        // Fixed width: the updater rewrites these in place.
+        ("memory.current", &format!("{:020}\n", 0)),
         ("memory.peak", "0\n"),
         ("memory.swap.current", "0\n"),
         ("memory.swap.max", "0\n"),
@@ -73,8 +83,11 @@ fn fake_unit(root: &Path, pids: &[u32]) -> PathBuf {
         ),
         (
             "memory.stat",
-            "anon 0\nfile 0\nfile_mapped 0\nshmem 0\nworkingset_refault_anon 0\n\
-             workingset_refault_file 0\npgmajfault 0\n",
+            &format!(
+                "anon {:020}\nfile 0\nfile_mapped 0\nshmem 0\nworkingset_refault_anon 0\n\
+                 workingset_refault_file 0\npgmajfault 0\n",
+                0
+            ),
         ),
         ("memory.pressure", psi),
         ("io.pressure", psi),
@@ -114,8 +127,8 @@ fn agent_kills_the_runaway_before_95_percent() {
             while !stop.load(Ordering::Relaxed) {
                 let sum: u64 = pids.iter().filter_map(|p| rss_anon(*p)).sum();
                 peak.fetch_max(sum, Ordering::Relaxed);
-                write_atomic(&unit, "memory.current", &format!("{sum}\n"));
-                write_atomic(&unit, "memory.stat", &format!("anon {sum}\nfile 0\n"));
+                write_in_place(&unit, "memory.current", &format!("{sum:020}\n"));
+                write_in_place(&unit, "memory.stat", &format!("anon {sum:020}\nfile 0\n"));
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
