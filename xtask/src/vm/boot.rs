@@ -1,5 +1,5 @@
 //! Boots the scenario VM: QEMU TCG (`/dev/kvm` here is a PVM device that
-//! does not run a stock kernel), -smp 2 -m 2048, the rootfs as a snapshot,
+//! does not run a stock kernel), -smp 2 -m 3072, the rootfs as a snapshot,
 //! `target/vm/share` over 9p, the serial console to `target/vm/serial.log`,
 //! all under `timeout` so a hung boot fails instead of hanging CI.
 
@@ -39,6 +39,15 @@ pub fn prepare_share(paths: &Paths, deb: &Path, scenarios: &[String]) -> anyhow:
     Ok(share)
 }
 
+/// Guest memory. 3 GiB: two full runs of 2026-11-23 froze in the last
+/// scenarios with 2 GiB (units capped at 512M each, Prometheus, the agent
+/// mlocked, a journal in RAM).
+const MEMORY_MIB: u32 = 3072;
+/// Longest silence on the serial console before the VM counts as hung;
+/// the slowest normal step (installing the package, which waits for the
+/// agent's READY) prints within about 2 minutes.
+const SILENCE_S: u64 = 420;
+
 /// Boots once; returns when the VM powered itself off. Fails when QEMU
 /// fails, times out, or the runner did not finish (no `out/done.json`).
 pub fn boot(
@@ -64,10 +73,11 @@ pub fn boot(
         )
     };
     step(&format!(
-        "booting the VM (TCG, -smp 2 -m 2048, timeout {budget_s} s), serial log {}",
+        "booting the VM (TCG, -smp 2 -m {MEMORY_MIB}, timeout {budget_s} s, silence limit \
+         {SILENCE_S} s), serial log {}",
         serial.display()
     ));
-    let status = Command::new("timeout")
+    let mut child = Command::new("timeout")
         .args([
             "--kill-after=15",
             &budget_s.to_string(),
@@ -79,7 +89,7 @@ pub fn boot(
             "-cpu",
             "max",
             "-m",
-            "2048",
+            &MEMORY_MIB.to_string(),
             "-smp",
             "2",
         ])
@@ -102,8 +112,38 @@ pub fn boot(
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("dup serial log")?)
         .stderr(log)
-        .status()
+        .spawn()
         .context("run qemu-system-x86_64 under timeout")?;
+    // A VM that prints nothing for SILENCE_S has hung (twice seen in the
+    // `restart` scenario on 2026-11-23: no output, the runner's own alarm
+    // never fired, QEMU spinning): stop it then instead of at the budget.
+    let mut last_len = 0u64;
+    let mut last_change = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().context("wait for qemu")? {
+            break status;
+        }
+        let len = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
+        if len != last_len {
+            last_len = len;
+            last_change = std::time::Instant::now();
+        } else if last_change.elapsed().as_secs() >= SILENCE_S {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = std::fs::read_to_string(&serial).unwrap_or_default();
+            let last = tail
+                .lines()
+                .rev()
+                .find(|l| l.contains("[runner"))
+                .unwrap_or("");
+            bail!(
+                "the VM printed nothing for {SILENCE_S} s and was stopped: it hung (last runner \
+                 line: {last}); see {}",
+                serial.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
     match status.code() {
         Some(0) => {}
         Some(124) | Some(137) => bail!("the VM did not power off within {budget_s} s (timeout)"),
