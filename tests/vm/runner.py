@@ -74,6 +74,36 @@ def save_artifacts():
     subprocess.run(f"journalctl -o short-precise > {OUT}/journal.txt 2>&1", shell=True)
 
 
+def run_scenario(name, mod, hb):
+    """Runs one scenario (agent restarted in its mode first); writes and
+    returns its result."""
+    res = Result(mod.NAME, mod.DESCRIPTION)
+    log(f"=== {name} (agent mode {mod.MODE}) ===")
+    if mod.MODE is not None:  # None: the scenario handles the agent itself (package)
+        try:
+            up = vmlib.agent_start(mod.MODE)
+        except Exception as e:  # no package: the scenario's checks say what is missing
+            up = False
+            log(f"cannot start the agent in {mod.MODE} mode: {e}")
+        res.note(agent_mode=mod.MODE, agent_up=up)
+        if not up:
+            log(f"agent not healthy in {mod.MODE} mode; running the scenario anyway")
+    signal.alarm(mod.TIMEOUT)
+    try:
+        mod.run(hb, res)
+    except Exception:  # a scenario's crash is its result, the next one still runs
+        res.error = traceback.format_exc()
+        log(f"{name}: error: {res.error}")
+    finally:
+        signal.alarm(0)
+    r = res.to_json()
+    write_json(name + ".json", r)
+    log(f"=== {name}: {'PASS' if r['ok'] else 'FAIL'} (infra {'ok' if r['infra_ok'] else 'FAILED'}) "
+        f"in {r['duration_s']} s ===")
+    reset_unit_properties()
+    return r
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     os.makedirs("/run/t3vm", exist_ok=True)
@@ -95,30 +125,16 @@ def main():
     signal.signal(signal.SIGALRM, on_alarm)
     for name in config["scenarios"]:
         mod = importlib.import_module("scenarios." + name)
-        res = Result(mod.NAME, mod.DESCRIPTION)
-        log(f"=== {name} (agent mode {mod.MODE}) ===")
-        if mod.MODE is not None:  # None: the scenario handles the agent itself (package)
-            try:
-                up = vmlib.agent_start(mod.MODE)
-            except Exception as e:  # no package: the scenario's checks say what is missing
-                up = False
-                log(f"cannot start the agent in {mod.MODE} mode: {e}")
-            res.note(agent_mode=mod.MODE, agent_up=up)
-            if not up:
-                log(f"agent not healthy in {mod.MODE} mode; running the scenario anyway")
-        signal.alarm(mod.TIMEOUT)
-        try:
-            mod.run(hb, res)
-        except Exception:  # a scenario's crash is its result, the next one still runs
-            res.error = traceback.format_exc()
-            log(f"{name}: error: {res.error}")
-        finally:
-            signal.alarm(0)
-        r = res.to_json()
-        write_json(name + ".json", r)
-        log(f"=== {name}: {'PASS' if r['ok'] else 'FAIL'} (infra {'ok' if r['infra_ok'] else 'FAILED'}) "
-            f"in {r['duration_s']} s ===")
-        reset_unit_properties()
+        r = run_scenario(name, mod, hb)
+        if not r["infra_ok"] and getattr(mod, "RETRY_IF_INFRA_FAILS", False):
+            # The load did not do what the scenario needs (e.g. the serve got
+            # a CPU slot and answered mid-throttle): a fact about the
+            # scenario, not the agent. One more try; both attempts are kept.
+            log(f"=== {name}: the scenario did not happen as designed (infra failed); once more ===")
+            first = r
+            r = run_scenario(name, mod, hb)
+            r["notes"]["first_attempt"] = {"checks": first["checks"], "notes": first["notes"]}
+            write_json(name + ".json", r)
     hb.stop()
     subprocess.run(["systemctl", "stop", vmlib.AGENT_UNIT])
     save_artifacts()
