@@ -299,7 +299,6 @@ pub struct StallDetector {
     disconnect_s: f64,
     current: Option<Building>,
     last_now: Option<f64>,
-    last_wait: Option<ServeWait>,
     /// Wait totals of the last `STARVED_SPAN_S` or so (same thread).
     waits: std::collections::VecDeque<ServeWait>,
     /// Start (Unix seconds) of the run of consecutive intervals up to now in
@@ -328,7 +327,6 @@ impl StallDetector {
             disconnect_s,
             current: None,
             last_now: None,
-            last_wait: None,
             waits: std::collections::VecDeque::new(),
             busy_since: None,
             tick_from: None,
@@ -400,7 +398,7 @@ impl StallDetector {
     /// starved (waiting most of the interval and hardly running). From it,
     /// the run of busy intervals bridges rely on.
     fn note_wait(&mut self, tick: &StallTick<'_>) {
-        let busy = match (self.last_wait, tick.serve_wait) {
+        let busy = match (self.waits.back().copied(), tick.serve_wait) {
             (Some(p), Some(c))
                 if p.tid == c.tid
                     && c.at_s > p.at_s
@@ -470,7 +468,6 @@ impl StallDetector {
             }
             _ => self.busy_since = None,
         }
-        self.last_wait = tick.serve_wait;
     }
 
     /// Over the last `STARVED_SPAN_S` (or what there is of it, back to the
