@@ -1,7 +1,8 @@
 //! `t3pressure run`: the agent. One tokio runtime; discovery feeds the unit
 //! set; a sampling loop with a per-unit "next due" time reads units (and the
-//! host at the normal interval), updates the model, the metrics and the
-//! snapshot, which the HTTP endpoint serves. SIGTERM/SIGINT stop it cleanly.
+//! host at the normal interval), updates the model and the metrics, and
+//! builds the snapshot when the HTTP endpoint asks for one (see
+//! outputs/http.rs). SIGTERM/SIGINT stop it cleanly.
 
 mod bpf;
 mod detect;
@@ -169,7 +170,10 @@ pub async fn run(
         "serving /metrics, /healthz and /api/v1/snapshot on http://{}",
         config.listen
     );
-    let http_state = HttpState::new(config.sample_interval() * 10 + Duration::from_secs(5));
+    let (http_state, snapshot_rx) = HttpState::new(
+        config.sample_interval() * 10 + Duration::from_secs(5),
+        Arc::clone(&metrics),
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let server = tokio::spawn(http::serve(listener, http_state.clone(), async move {
@@ -207,8 +211,9 @@ pub async fn run(
         notifier: Notifier::from_env(),
         host_due: Instant::now(),
         last_host_pass: None,
+        last_ongoing: Vec::new(),
     };
-    sampling.run(changes, bpf_rx, shutdown).await;
+    sampling.run(changes, bpf_rx, snapshot_rx, shutdown).await;
 
     tracing::info!("shutting down");
     append(
@@ -272,6 +277,8 @@ struct Loop {
     interval: Duration,
     host_due: Instant,
     last_host_pass: Option<Instant>,
+    /// BPF waits in progress at the last pass, for the snapshot.
+    last_ongoing: Vec<crate::sources::bpf::Episode>,
 }
 
 impl Loop {
@@ -279,6 +286,7 @@ impl Loop {
         &mut self,
         mut changes: mpsc::UnboundedReceiver<Change>,
         mut bpf_rx: Option<mpsc::Receiver<crate::sources::bpf::BpfEvent>>,
+        mut snapshot_rx: mpsc::Receiver<http::SnapshotRequest>,
         shutdown: impl Future<Output = ()>,
     ) {
         // Discovery sent the units present at start before returning.
@@ -332,12 +340,19 @@ impl Loop {
                 },
                 e = recv_bpf(&mut bpf_rx) => {
                     match e {
-                        Some(e) => self.bpf_event(e),
+                        Some(e) => {
+                            self.bpf_event(e);
+                            self.http.changed();
+                        }
                         None => {
                             tracing::error!("the eBPF event feed stopped; episodes and OOM kills are no longer seen");
                             bpf_rx = None;
                         }
                     }
+                    continue;
+                }
+                Some(reply) = snapshot_rx.recv() => {
+                    let _ = reply.send(self.snapshot());
                     continue;
                 }
                 _ = tokio::time::sleep_until(next.into()) => {}
@@ -370,6 +385,7 @@ impl Loop {
         }
         self.metrics.set_units_watched(self.model.units.len());
         self.agent.units_watched = self.model.units.len();
+        self.http.changed();
     }
 
     fn drop_unit(&mut self, u: &Unit) {
@@ -401,6 +417,7 @@ impl Loop {
         }
         self.metrics.set_units_watched(self.model.units.len());
         self.agent.units_watched = self.model.units.len();
+        self.http.changed();
     }
 
     /// One pass over the due units (and the host when due).
@@ -475,32 +492,31 @@ impl Loop {
         let walk = self.bpf.as_ref().map(|b| b.walk()).unwrap_or_default();
         self.detect(&sampled, host_sampled, now, &walk);
 
-        let mut snapshot = build::snapshot(&self.model, self.agent.clone());
-        detect::annotate(
-            &mut snapshot,
-            &mut self.detectors,
-            &self.inputs,
-            &self.history,
-        );
         if let Some(b) = &self.bpf {
-            b.annotate(&mut snapshot, &self.model, &walk.ongoing);
             if host_sampled {
                 b.export_histograms(&self.model, &self.metrics);
             }
         }
-        // Rendering and compressing (~2 ms each at 100 units) off the async
-        // workers, which serve the scrapes.
-        let metrics = Arc::clone(&self.metrics);
-        let rendered = tokio::task::spawn_blocking(move || {
-            let text = metrics.render();
-            let gzip = http::compress(&text);
-            (text, gzip)
+        self.last_ongoing = walk.ongoing;
+        self.http.pass_done();
+    }
+
+    /// The snapshot of the model as it is now (kept until it changes).
+    fn snapshot(&mut self) -> Arc<crate::outputs::snapshot::Snapshot> {
+        let http = self.http.clone();
+        http.snapshot_for(|| {
+            let mut snapshot = build::snapshot(&self.model, self.agent.clone());
+            detect::annotate(
+                &mut snapshot,
+                &mut self.detectors,
+                &self.inputs,
+                &self.history,
+            );
+            if let Some(b) = &self.bpf {
+                b.annotate(&mut snapshot, &self.model, &self.last_ongoing);
+            }
+            snapshot
         })
-        .await;
-        match rendered {
-            Ok((text, gzip)) => self.http.publish(text, gzip, snapshot),
-            Err(e) => tracing::error!("rendering /metrics failed: {e}"),
-        }
     }
 
     /// Runs the detectors on the units sampled in this pass, acts on their
