@@ -291,3 +291,35 @@ fn a_file_removed_while_cached_is_missing_not_stale() {
     assert!(sample.memory_current.is_some());
     assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
 }
+
+#[test]
+fn quick_pass_reads_what_detectors_need_and_skips_the_rest() {
+    let tree = FakeCgroupTree::new();
+    let unit = alice_with_procs(&tree);
+    let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+    assert!(s.sample_unit(&unit).is_some());
+    tree.set("alice", "memory.current", "400000000\n");
+    tree.set(
+        "alice",
+        "memory.stat",
+        "garbage that would be a parse error\n",
+    );
+    let quick = s.sample_unit_with(&unit, false).expect("present");
+    // Read: pressure, memory.current, memory.events (and limits when due).
+    assert_eq!(quick.memory_current, Some(400_000_000));
+    assert!(quick.memory_pressure.is_some());
+    assert!(quick.memory_events.is_some());
+    // Skipped, for the model to carry over: not read at all (the broken
+    // memory.stat is not even seen).
+    assert!(quick.procs_skipped && quick.details_skipped);
+    assert!(quick.procs.is_empty());
+    assert_eq!(quick.memory_stat, None);
+    assert_eq!(quick.cpu_stat, None);
+    assert_eq!(quick.pids_current, None);
+    assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
+    // The full pass reads it and counts it.
+    let full = s.sample_unit(&unit).expect("present");
+    assert!(!full.details_skipped);
+    assert_eq!(full.memory_stat, None);
+    assert_eq!(s.errors.counts().get("memory.stat"), Some(&1));
+}

@@ -149,6 +149,10 @@ pub struct UnitSample {
     /// The processes were not read this pass (a quiet unit: they are read
     /// every few passes only); `procs` is then carried over by the model.
     pub procs_skipped: bool,
+    /// `memory.peak`, `memory.swap.current`, `memory.stat`, `cpu.stat` and
+    /// `pids.current` were not read this pass (read with the processes;
+    /// no detector uses them): the model carries them over.
+    pub details_skipped: bool,
 }
 
 impl UnitSample {
@@ -171,6 +175,7 @@ impl UnitSample {
             pids_current: None,
             procs: Vec::new(),
             procs_skipped: false,
+            details_skipped: false,
         }
     }
 }

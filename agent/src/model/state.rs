@@ -18,6 +18,7 @@ pub struct UnitState {
     pub unit: Unit,
     /// `None` until the first pass over the unit.
     pub latest: Option<UnitSample>,
+    /// The sample before `latest`, without its processes (moved on).
     pub previous: Option<UnitSample>,
     /// Stall shares over the last interval.
     pub pressure: PressureShares,
@@ -81,12 +82,22 @@ impl UnitState {
 
     /// Takes in a new sample and derives the rates.
     pub fn update(&mut self, mut sample: UnitSample, matcher: Option<&ServeMatcher>) {
-        if sample.procs_skipped {
-            if let Some(prev) = &self.latest {
-                sample.procs = prev.procs.clone();
+        let mut prev = self.latest.take();
+        if let Some(prev) = prev.as_mut() {
+            // Moved, not copied: `previous` keeps no process list.
+            let procs = std::mem::take(&mut prev.procs);
+            if sample.procs_skipped {
+                sample.procs = procs;
+            }
+            if sample.details_skipped {
+                sample.memory_peak = prev.memory_peak;
+                sample.memory_swap_current = prev.memory_swap_current;
+                sample.memory_stat = prev.memory_stat;
+                sample.cpu_stat = prev.cpu_stat;
+                sample.pids_current = prev.pids_current;
             }
         }
-        if let Some(prev) = self.latest.take() {
+        if let Some(prev) = prev {
             let dt = sample.at.saturating_duration_since(prev.at);
             self.achieved_interval = Some(dt);
             let dt_s = dt.as_secs_f64();
@@ -353,6 +364,40 @@ mod tests {
             l.memory_current = Some(600);
         }
         assert!(m.due_with_procs(t0 + sec * 20, sec)[0].1);
+    }
+
+    #[test]
+    fn skipped_details_and_processes_are_carried_over_not_copied() {
+        use crate::model::sample::MemoryStat;
+        let t0 = Instant::now();
+        let sec = Duration::from_secs(1);
+        let mut m = Model::default();
+        m.add_unit(unit(), sec, t0);
+        let path = unit().path;
+        let mut full = UnitSample::empty(t0, SystemTime::now());
+        full.memory_current = Some(100);
+        full.memory_stat = Some(MemoryStat {
+            anon: 42,
+            ..Default::default()
+        });
+        full.pids_current = Some(3);
+        full.memory_peak = Some(200);
+        full.procs = vec![proc(10, 1, 3, 5)];
+        m.update_unit(&path, full, t0);
+        let mut quick = UnitSample::empty(t0 + sec, SystemTime::now());
+        quick.memory_current = Some(110);
+        quick.procs_skipped = true;
+        quick.details_skipped = true;
+        m.update_unit(&path, quick, t0 + sec);
+        let u = m.units.get(&path).expect("unit");
+        let l = u.latest.as_ref().expect("latest");
+        assert_eq!(l.memory_current, Some(110), "fresh");
+        assert_eq!(l.memory_stat.map(|s| s.anon), Some(42), "carried");
+        assert_eq!((l.pids_current, l.memory_peak), (Some(3), Some(200)));
+        assert_eq!(l.procs.len(), 1, "carried");
+        let prev = u.previous.as_ref().expect("previous");
+        assert_eq!(prev.memory_current, Some(100));
+        assert!(prev.procs.is_empty(), "moved to latest, not cloned");
     }
 
     #[test]

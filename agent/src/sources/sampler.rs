@@ -386,11 +386,11 @@ impl Sampler {
             fds = UnitFds::fresh(unit.cgroup_id);
         }
         let cached = fds.own.dir.is_open();
-        let mut outcome = self.read_unit(unit, &mut fds, with_procs);
+        let mut outcome = self.read_unit_dir(unit, &mut fds, with_procs);
         if cached && matches!(outcome, Outcome::Stale) {
             fds.close(&mut self.budget);
             fds = UnitFds::fresh(unit.cgroup_id);
-            outcome = self.read_unit(unit, &mut fds, with_procs);
+            outcome = self.read_unit_dir(unit, &mut fds, with_procs);
         }
         match outcome {
             Outcome::Sample(s) => {
@@ -404,10 +404,26 @@ impl Sampler {
         }
     }
 
-    fn read_unit(&mut self, unit: &Unit, fds: &mut UnitFds, with_procs: bool) -> Outcome {
+    /// `read_unit` with the unit's directory slot held apart from `fds`
+    /// (borrowed by the reads below while `fds` is borrowed mutably), and
+    /// put back whatever happens.
+    fn read_unit_dir(&mut self, unit: &Unit, fds: &mut UnitFds, with_procs: bool) -> Outcome {
+        let mut dir = std::mem::take(&mut fds.own.dir);
+        let outcome = self.read_unit(unit, fds, &mut dir, with_procs);
+        fds.own.dir = dir;
+        outcome
+    }
+
+    fn read_unit(
+        &mut self,
+        unit: &Unit,
+        fds: &mut UnitFds,
+        dir_slot: &mut Slot,
+        with_procs: bool,
+    ) -> Outcome {
         // The unit's directory: cached, or opened for this pass.
         let mut temp_dir = None;
-        if let Some(d) = fds.own.dir.fd() {
+        if let Some(d) = dir_slot.fd() {
             if fdcache::dir_removed(d) {
                 return Outcome::Stale;
             }
@@ -415,7 +431,7 @@ impl Sampler {
             match fdcache::open_path(&unit.path, true) {
                 Ok(fd) => {
                     if self.budget.held() < self.budget.limit() {
-                        fds.own.dir.keep(fd, &mut self.budget);
+                        dir_slot.keep(fd, &mut self.budget);
                     } else {
                         temp_dir = Some(fd);
                     }
@@ -446,28 +462,24 @@ impl Sampler {
             miss: Vec::new(),
             stale: false,
         };
-        // A second handle on the directory: `fds` is borrowed mutably below.
-        let dir_handle = match fds.own.dir.fd() {
-            Some(d) => {
-                let others = &mut *r.others;
-                fdcache::open_evicting(r.budget, || d.try_clone_to_owned(), &mut |b| {
-                    evict(others, b)
-                })
-                .ok()
-            }
-            None => temp_dir,
-        };
-        let dir = dir_handle.as_ref().map(|f| f.as_fd());
+        let dir = dir_slot.fd().or(temp_dir.as_ref().map(|f| f.as_fd()));
+        // What the detectors need, every pass.
         s.memory_pressure = r.file(dir, fds, 0, psi::parse_psi);
         s.io_pressure = r.file(dir, fds, 1, psi::parse_psi);
         s.cpu_pressure = r.file(dir, fds, 2, psi::parse_psi);
         s.memory_current = r.file(dir, fds, 3, flat::parse_u64);
-        s.memory_peak = r.file(dir, fds, 6, flat::parse_u64);
-        s.memory_swap_current = r.file(dir, fds, 7, flat::parse_u64);
         s.memory_events = r.file(dir, fds, 9, keyed::parse_memory_events);
-        s.memory_stat = r.file(dir, fds, 10, keyed::parse_memory_stat);
-        s.cpu_stat = r.file(dir, fds, 11, keyed::parse_cpu_stat);
-        s.pids_current = r.file(dir, fds, 12, flat::parse_u64);
+        // What only people read: with the processes (every pass of a busy
+        // unit, every few of a quiet one; the model carries them over).
+        if with_procs {
+            s.memory_peak = r.file(dir, fds, 6, flat::parse_u64);
+            s.memory_swap_current = r.file(dir, fds, 7, flat::parse_u64);
+            s.memory_stat = r.file(dir, fds, 10, keyed::parse_memory_stat);
+            s.cpu_stat = r.file(dir, fds, 11, keyed::parse_cpu_stat);
+            s.pids_current = r.file(dir, fds, 12, flat::parse_u64);
+        } else {
+            s.details_skipped = true;
+        }
         // Limits: every few passes, at once when a limit was hit, and each
         // pass while one did not read well.
         let limit_hit = match (&fds.last_events, &s.memory_events) {
