@@ -11,20 +11,35 @@ pub const WINDOW: usize = 10;
 /// Median of the pairwise slopes of `(t, v)` points; `None` with fewer than
 /// two points of distinct time.
 pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
-    let mut slopes = Vec::with_capacity(points.len() * points.len() / 2);
+    if points.len() <= WINDOW {
+        let mut buf = [0.0; PAIRS];
+        median_slope(points, &mut buf)
+    } else {
+        let mut buf = vec![0.0; points.len() * (points.len() - 1) / 2];
+        median_slope(points, &mut buf)
+    }
+}
+
+/// Pairs of `WINDOW` points.
+const PAIRS: usize = WINDOW * (WINDOW - 1) / 2;
+
+/// `theil_sen` with the slopes kept in `buf` (at least n(n-1)/2 long).
+fn median_slope(points: &[(f64, f64)], buf: &mut [f64]) -> Option<f64> {
+    let mut n = 0;
     for (i, a) in points.iter().enumerate() {
         for b in &points[i + 1..] {
             let dt = b.0 - a.0;
             if dt.abs() > 1e-9 {
-                slopes.push((b.1 - a.1) / dt);
+                buf[n] = (b.1 - a.1) / dt;
+                n += 1;
             }
         }
     }
-    if slopes.is_empty() {
+    if n == 0 {
         return None;
     }
-    slopes.sort_by(|x, y| x.total_cmp(y));
-    let n = slopes.len();
+    let slopes = &mut buf[..n];
+    slopes.sort_unstable_by(|x, y| x.total_cmp(y));
     Some(if n % 2 == 1 {
         slopes[n / 2]
     } else {
@@ -32,10 +47,13 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
     })
 }
 
-/// The last `WINDOW` values of one quantity with their monotonic times.
+/// The last `WINDOW` values of one quantity with their monotonic times, and
+/// their slope (computed once per new value: it is read every pass, values
+/// of a quiet unit's processes come every few passes).
 #[derive(Debug, Clone, Default)]
 pub struct Series {
     points: VecDeque<(Instant, u64)>,
+    slope: Option<f64>,
 }
 
 impl Series {
@@ -44,6 +62,13 @@ impl Series {
             self.points.pop_front();
         }
         self.points.push_back((at, value));
+        self.slope = self.points.front().and_then(|&(t0, _)| {
+            let mut pts = [(0.0, 0.0); WINDOW];
+            for (p, (t, v)) in pts.iter_mut().zip(&self.points) {
+                *p = (t.duration_since(t0).as_secs_f64(), *v as f64);
+            }
+            theil_sen(&pts[..self.points.len()])
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -56,13 +81,7 @@ impl Series {
 
     /// Units per second.
     pub fn slope(&self) -> Option<f64> {
-        let t0 = self.points.front()?.0;
-        let pts: Vec<(f64, f64)> = self
-            .points
-            .iter()
-            .map(|(t, v)| (t.duration_since(t0).as_secs_f64(), *v as f64))
-            .collect();
-        theil_sen(&pts)
+        self.slope
     }
 }
 
@@ -76,12 +95,12 @@ pub struct ProcGrowth {
 impl ProcGrowth {
     /// Records one pass's processes and forgets those that are gone.
     pub fn update(&mut self, at: Instant, procs: impl IntoIterator<Item = (i32, u64, u64)>) {
-        let mut seen = Vec::new();
         for (pid, start, anon) in procs {
             self.series.entry((pid, start)).or_default().push(at, anon);
-            seen.push((pid, start));
         }
-        self.series.retain(|k, _| seen.contains(k));
+        // Those not pushed to now are gone.
+        self.series
+            .retain(|_, s| s.points.back().is_some_and(|&(t, _)| t == at));
     }
 
     /// Anon bytes per second of one process.
