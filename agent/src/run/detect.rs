@@ -24,8 +24,24 @@ pub fn stall_shares(p: &PressureShares) -> Option<PsiShares> {
 }
 
 /// The runaway policy's view of a unit; `None` before its first sample.
-pub fn unit_input(u: &UnitState, now: f64) -> Option<UnitInput> {
+/// `last` is the view of the unit's previous pass: when the processes were
+/// not read this pass (a quiet unit), its process list is the same and is
+/// moved over instead of built again.
+pub fn unit_input(u: &UnitState, now: f64, last: Option<UnitInput>) -> Option<UnitInput> {
     let s = u.latest.as_ref()?;
+    let reuse = last.filter(|l| {
+        s.procs_skipped
+            && l.procs.len() == s.procs.len()
+            && l.procs.iter().zip(&s.procs).all(|(a, b)| a.pid == b.pid)
+    });
+    let procs = match reuse {
+        Some(l) => l.procs,
+        None => s
+            .procs
+            .iter()
+            .map(|p| ProcInput::from_sample(p, u.proc_anon_growth(p)))
+            .collect(),
+    };
     Some(UnitInput {
         user: u.unit.user.clone(),
         now,
@@ -35,11 +51,7 @@ pub fn unit_input(u: &UnitState, now: f64) -> Option<UnitInput> {
         memory_full_share: u.pressure.memory.full,
         growth_bytes_per_second: u.growth_bytes_per_second(),
         serve_pid: u.serve_pid,
-        procs: s
-            .procs
-            .iter()
-            .map(|p| ProcInput::from_sample(p, u.proc_anon_growth(p)))
-            .collect(),
+        procs,
     })
 }
 
@@ -92,5 +104,76 @@ pub fn annotate(
         for p in &mut u.processes {
             p.is_candidate = Some(p.pid) == candidate;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sample::{ProcSample, Unit, UnitSample};
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant, SystemTime};
+
+    fn state_with(procs_skipped: bool, last_procs: Vec<ProcSample>) -> UnitState {
+        let t0 = Instant::now();
+        let unit = Unit {
+            name: "t3-serve@a.service".into(),
+            user: "a".into(),
+            path: PathBuf::from("/cg/t3-serve@a.service"),
+            cgroup_id: 7,
+            level: 1,
+        };
+        let mut u = UnitState::new(unit, Duration::from_secs(1), t0);
+        let mut s = UnitSample::empty(t0, SystemTime::now());
+        s.procs = last_procs;
+        u.update(s, None);
+        let mut s = UnitSample::empty(t0 + Duration::from_secs(1), SystemTime::now());
+        s.procs_skipped = procs_skipped;
+        if !procs_skipped {
+            s.procs = u
+                .latest
+                .as_ref()
+                .map(|l| l.procs.clone())
+                .unwrap_or_default();
+        }
+        u.update(s, None);
+        u
+    }
+
+    fn procs() -> Vec<ProcSample> {
+        [10, 11]
+            .map(|pid| ProcSample {
+                pid,
+                ppid: 1,
+                uid: 1000,
+                comm: "claude".into(),
+                argv0: "claude".into(),
+                rss_anon: 5,
+                rss_file: 0,
+                rss_shmem: 0,
+                state: 'S',
+                start_time: 3,
+                cgroup: "/u".into(),
+            })
+            .to_vec()
+    }
+
+    #[test]
+    fn a_quiet_pass_moves_the_last_process_list_over() {
+        let first = unit_input(&state_with(true, procs()), 1.0, None).expect("input");
+        assert_eq!(first.procs.len(), 2);
+        let mut marked = first.clone();
+        marked.procs[0].rss_anon = 12345;
+        // Processes carried over: the last list is reused as it is.
+        let again = unit_input(&state_with(true, procs()), 2.0, Some(marked.clone()));
+        assert_eq!(again.expect("input").procs[0].rss_anon, 12345);
+        // Processes read this pass: built from the sample.
+        let fresh = unit_input(&state_with(false, procs()), 2.0, Some(marked.clone()));
+        assert_ne!(fresh.expect("input").procs[0].rss_anon, 12345);
+        // A different list (should not happen when carried): built afresh.
+        let other = state_with(true, procs()[..1].to_vec());
+        let rebuilt = unit_input(&other, 2.0, Some(marked)).expect("input");
+        assert_eq!(rebuilt.procs.len(), 1);
+        assert_ne!(rebuilt.procs[0].rss_anon, 12345);
     }
 }

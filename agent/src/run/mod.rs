@@ -546,7 +546,8 @@ impl Loop {
             let Some(state) = self.model.units.get(&unit.path) else {
                 continue;
             };
-            let Some(input) = detect::unit_input(state, wall) else {
+            let last = self.inputs.remove(&unit.user);
+            let Some(input) = detect::unit_input(state, wall, last) else {
                 continue;
             };
             ticks.push(UnitTick {
