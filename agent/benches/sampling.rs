@@ -15,6 +15,8 @@ use t3pressure::outputs::http::compress;
 use t3pressure::outputs::metrics::Metrics;
 use t3pressure::outputs::snapshot::{build, AgentInfo};
 use t3pressure::sources::discovery::UnitMatcher;
+use t3pressure::sources::fdcache::FdBudget;
+use t3pressure::sources::procfs::{ProcReader, ProcSlot};
 use t3pressure::sources::sampler::Sampler;
 use t3pressure::testing::FakeCgroupTree;
 
@@ -231,6 +233,11 @@ fn main() {
         compress(&text).map_or(0, |g| g.len())
     );
 
+    // 2b. Real procfs, which the tmpfs tree cannot show: the kernel
+    // formats `status` (~55 lines) on every read, `statm` (7 numbers) is
+    // cheap. This machine's own processes, side by side in one run.
+    real_procfs();
+
     // 3. The real agent on the same tree: RSS and CPU at the default 1 Hz.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -279,4 +286,67 @@ fn main() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Per-process cost on this machine's real /proc: a `pread` of `status`
+/// and of `statm` on kept descriptors, and `ProcReader` (statm each read,
+/// status every few) in its steady state.
+fn real_procfs() {
+    use std::os::fd::AsRawFd;
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let open = |name: &str| -> Vec<std::fs::File> {
+        pids.iter()
+            .filter_map(|p| std::fs::File::open(format!("/proc/{p}/{name}")).ok())
+            .collect()
+    };
+    let mut buf = vec![0u8; 4096];
+    let rounds = 50;
+    let mut cost = |files: &[std::fs::File]| {
+        let c0 = cpu_time();
+        for _ in 0..rounds {
+            for f in files {
+                // SAFETY: pread into a buffer we own, at most its length.
+                let n =
+                    unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+                std::hint::black_box(n);
+            }
+        }
+        (cpu_time() - c0).as_secs_f64() * 1e6 / (rounds * files.len().max(1)) as f64
+    };
+    let status = open("status");
+    let statm = open("statm");
+    let (a, b) = (cost(&status), cost(&statm));
+    println!(
+        "real /proc ({} processes): pread status {a:.2} us, statm {b:.2} us per process ({:.1}x)",
+        status.len(),
+        a / b
+    );
+    let mut reader = ProcReader::new(Path::new("/proc"));
+    let mut budget = FdBudget::new(4 * pids.len() + 16);
+    let mut slots: Vec<ProcSlot> = pids.iter().map(|_| ProcSlot::default()).collect();
+    let mut pass = |reader: &mut ProcReader, slots: &mut [ProcSlot]| {
+        let mut n = 0;
+        for (pid, slot) in pids.iter().zip(slots.iter_mut()) {
+            if let Ok(Some(p)) = reader.read(*pid, "/", slot, &mut budget, &mut |_| {}) {
+                n += 1;
+                std::hint::black_box(p);
+            }
+        }
+        n
+    };
+    pass(&mut reader, &mut slots);
+    let c0 = cpu_time();
+    let mut read = 0;
+    for _ in 0..rounds {
+        read += pass(&mut reader, &mut slots);
+    }
+    println!(
+        "  ProcReader steady state (statm each read, status every 5th): {:.2} us per process",
+        (cpu_time() - c0).as_secs_f64() * 1e6 / read.max(1) as f64
+    );
 }

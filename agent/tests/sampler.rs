@@ -157,8 +157,8 @@ fn cached_descriptors_follow_content_changes() {
     assert_eq!(first.procs.len(), 3);
     let held = s.fds_held();
     // dir + 13 files + cgroup.procs, agents/ (a plain dir), agents/a1 and
-    // its cgroup.procs, 3 status.
-    assert_eq!(held, 1 + 13 + 1 + 1 + 2 + 3);
+    // its cgroup.procs, 3 x (statm + status).
+    assert_eq!(held, 1 + 13 + 1 + 1 + 2 + 3 * 2);
     tree.set("alice", "memory.current", "400000000\n");
     tree.set_process(301, 300, "claude", 90_000);
     let second = s.sample_unit(&unit).expect("present");
@@ -223,8 +223,8 @@ fn removed_child_cgroup_and_departed_pids_close_their_descriptors() {
     assert_eq!(sample.procs.len(), 1);
     assert_eq!(
         s.fds_held(),
-        held - 3 - 2,
-        "agents/, a1 and its procs, two status"
+        held - 3 - 2 * 2,
+        "agents/, a1 and its procs, two statm and status"
     );
     s.forget_unit(&unit.path);
     assert_eq!(s.fds_held(), 0);
@@ -241,15 +241,15 @@ fn recycled_pid_never_gets_the_old_process_data() {
         (old.rss_anon, old.argv0.as_str()),
         (60_000 * 1024, "claude")
     );
-    // 301 exits (its open status now reads nothing, as procfs answers
+    // 301 exits (its open statm now reads nothing, as procfs answers
     // ESRCH) and a new process gets the number, with the same comm but
     // another command line.
     tree.remove_process(301).expect("rm proc");
-    tree.set_process(301, 300, "claude", 5);
+    tree.set_process(301, 300, "claude", 8);
     std::fs::write(tree.proc_root().join("301/cmdline"), "other-agent\0").expect("cmdline");
     let second = s.sample_unit(&unit).expect("present");
     let new = second.procs.iter().find(|p| p.pid == 301).expect("301");
-    assert_eq!(new.rss_anon, 5 * 1024, "the new process's status");
+    assert_eq!(new.rss_anon, 8 * 1024, "the new process's statm");
     assert_eq!(new.argv0, "other-agent", "its identity re-read");
     assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
 }

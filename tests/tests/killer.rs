@@ -48,6 +48,26 @@ fn growing_child_is_killed_and_its_sibling_is_not() {
 }
 
 #[test]
+fn process_that_exec_d_since_the_decision_is_not_hit() {
+    require_root("the pidfd killer test");
+    let mut child = memhog(MEMHOG, 1, 0, 1);
+    // Decided on as another program (its comm then); it is t3-memhog now.
+    let target = KillTarget {
+        comm: "bash".into(),
+        ..target_of(child.id())
+    };
+    let e = PidfdKiller::new(Path::new("/proc"))
+        .kill(&target)
+        .expect_err("must not kill");
+    assert!(matches!(e, KillError::Changed { .. }), "{e}");
+    assert!(e.to_string().contains("exec'd"), "{e}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(child.try_wait().expect("try_wait").is_none(), "still alive");
+    child.kill().expect("cleanup");
+    child.wait().expect("reap");
+}
+
+#[test]
 fn exited_process_is_not_hit_and_the_error_says_gone() {
     require_root("the pidfd killer test");
     let mut child = memhog(MEMHOG, 1, 0, 1);

@@ -59,7 +59,7 @@ impl PidfdKiller {
     }
 
     /// Reads the identity of `pid` now: state, start time, cgroup v2 path.
-    fn identity(&self, pid: i32) -> Result<(char, u64, Option<String>), KillError> {
+    fn identity(&self, pid: i32) -> Result<(char, u64, Option<String>, String), KillError> {
         let dir = self.proc_root.join(pid.to_string());
         let gone = |e: std::io::Error| KillError::Gone {
             pid,
@@ -70,11 +70,13 @@ impl PidfdKiller {
             pid,
             detail: "unparsable /proc/PID/stat".into(),
         })?;
+        let comm = stat_comm(&stat).unwrap_or_default().to_string();
         let cgroup = std::fs::read_to_string(dir.join("cgroup")).map_err(gone)?;
         Ok((
             state,
             start_time,
             parse_cgroup_v2(&cgroup).map(str::to_string),
+            comm,
         ))
     }
 }
@@ -96,7 +98,7 @@ impl Killer for PidfdKiller {
         // Read after opening the pidfd: if these figures are the decided-on
         // process's, the pidfd refers to it (pid reuse needs the old one
         // reaped, which the liveness check below rules out).
-        let (state, start_time, cgroup) = self.identity(pid)?;
+        let (state, start_time, cgroup, comm) = self.identity(pid)?;
         if start_time != target.start_time {
             return Err(KillError::Changed {
                 pid,
@@ -104,6 +106,17 @@ impl Killer for PidfdKiller {
                     "start time {start_time} != {} (pid recycled)",
                     target.start_time
                 ),
+            });
+        }
+        // The decision's comm may be a few reads old (`status` is read
+        // every few passes): a process that exec'd since (another program,
+        // perhaps a protected one) is not the one decided on. `status`
+        // escapes `\` and newlines in names, `stat` does not: such names
+        // are not compared.
+        if !target.comm.is_empty() && !target.comm.contains('\\') && comm != target.comm {
+            return Err(KillError::Changed {
+                pid,
+                detail: format!("comm {comm:?} != {:?} (exec'd)", target.comm),
             });
         }
         if let Some(want) = &target.cgroup {
@@ -220,6 +233,12 @@ pub fn parse_stat(text: &str) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// The comm of a `/proc/PID/stat` line: between the first `(` and the
+/// last `)` (it may hold both).
+pub fn stat_comm(text: &str) -> Option<&str> {
+    text.get(text.find('(')? + 1..text.rfind(')')?)
+}
+
 /// Whether the `0::` path of a process is the expected cgroup: equal, or
 /// ending with it at a path component boundary.
 pub fn cgroup_matches(fresh: &str, want: &str) -> bool {
@@ -295,6 +314,9 @@ mod tests {
     #[test]
     fn stat_of_the_capture() {
         assert_eq!(parse_stat(STAT), Some(('S', 1801)));
+        assert_eq!(stat_comm(STAT), Some("python3"));
+        assert_eq!(stat_comm("7 (a) b)) R 1"), Some("a) b)"));
+        assert_eq!(stat_comm("7 a R"), None);
     }
 
     #[test]

@@ -1,12 +1,19 @@
-//! Per-process reads under `--proc-root`: `status` each pass (ppid, uid,
-//! state, RssAnon/RssFile/RssShmem) with a small byte parser of its own,
-//! through a descriptor kept open across passes (see `fdcache`); `stat`
-//! (with the `procfs` crate's parser) and `cmdline` only when a pid is first
-//! seen (start time, argv[0] — never the rest of argv: agent command lines
-//! can hold secrets).
+//! Per-process reads under `--proc-root`, through descriptors kept open
+//! across passes (see `fdcache`): `statm` each pass (anon RSS = resident -
+//! shared, exact), and `status` (ppid, uid, state, name, the file/shmem
+//! split) on first sight and every [`STATUS_EVERY`]th read, with a small
+//! byte parser of its own; `stat` (with the `procfs` crate's parser) and
+//! `cmdline` only when a pid is first seen (start time, argv[0] — never the
+//! rest of argv: agent command lines can hold secrets).
 //!
-//! Why not `procfs::process::Status` each pass: it collects all ~55 keys
-//! into a `HashMap<String, String>`; at 2000 processes per pass that was two
+//! Why `statm`: on a real kernel `status` costs ~10 µs a read (the kernel
+//! formats ~55 lines, whatever prefix is read), `statm` ~1.3 µs (measured
+//! on this build box, `benches/README.md`); at 2000 processes that is 20 ms
+//! against 2.6 ms a pass. What `statm` lacks (ppid, uid, state, name) moves
+//! slowly; what the runaway catcher needs (anon RSS) it has, exactly.
+//!
+//! Why not `procfs::process::Status`: it collects all ~55 keys into a
+//! `HashMap<String, String>`; at 2000 processes per pass that was two
 //! thirds of the agent's sampling CPU (perf, see `benches/README.md`). Why
 //! not even `&str`: UTF-8 validation and line splitting of the whole file
 //! were a quarter of a pass; the byte parser stops after `RssShmem`.
@@ -30,22 +37,38 @@ struct Identity {
     comm: String,
 }
 
+/// A process's `status` is read on first sight, after its `statm`
+/// descriptor went stale, and every this many reads; `statm` every read.
+pub const STATUS_EVERY: u8 = 5;
+
 /// What the sampler keeps per pid of a unit, for as long as the pid is in
-/// the unit's `cgroup.procs`: the open `status` and the identity.
+/// the unit's `cgroup.procs`: the open `statm`, the identity and the last
+/// `status` fields.
 #[derive(Debug, Default)]
 pub struct ProcSlot {
+    statm: Slot,
     status: Slot,
     ident: Option<Identity>,
+    last: Option<StatusFields>,
+    /// Reads since `status` was last read.
+    since_status: u8,
 }
 
 impl ProcSlot {
     /// Closes the descriptor (the pid left, or descriptors are short).
     pub fn close(&mut self, budget: &mut FdBudget) {
+        self.statm.close(budget);
         self.status.close(budget);
     }
 
     pub fn is_open(&self) -> bool {
-        self.status.is_open()
+        self.statm.is_open()
+    }
+
+    /// Forgets the process: the pid may be another one's now.
+    fn forget(&mut self) {
+        self.ident = None;
+        self.last = None;
     }
 }
 
@@ -53,8 +76,9 @@ impl ProcSlot {
 #[derive(Debug)]
 pub struct ProcReader {
     root: PathBuf,
-    /// Reused for every `status` read.
+    /// Reused for every read.
     buf: Vec<u8>,
+    page_size: u64,
 }
 
 impl ProcReader {
@@ -62,6 +86,7 @@ impl ProcReader {
         ProcReader {
             root: proc_root.to_path_buf(),
             buf: Vec::with_capacity(4096),
+            page_size: page_size(),
         }
     }
 
@@ -80,63 +105,54 @@ impl ProcReader {
         evict: &mut dyn FnMut(&mut FdBudget),
     ) -> Result<Option<ProcSample>, ReadError> {
         let dir = || self.root.join(pid.to_string());
-        let open = || fdcache::open_path(&dir().join("status"), false);
-        // An open `status` of a process that exited reads ESRCH (or
-        // nothing): stale, opened again by name below.
-        // The start of the file is enough (RssShmem ends near byte 400).
-        let mut got = fdcache::read(
-            &mut slot.status,
+        // An open `statm` of a process that exited reads ESRCH (or, on a
+        // test's tmpfs, nothing): stale, opened again by name.
+        let open = || fdcache::open_path(&dir().join("statm"), false);
+        let got = fdcache::read(
+            &mut slot.statm,
             budget,
             &mut self.buf,
-            (true, STATUS_PREFIX),
+            (true, usize::MAX),
             open,
             evict,
         );
-        let mut status = None;
-        if let Got::Data { reopened } = got {
-            match parse_status_prefix(&self.buf) {
-                Ok((fields, true)) => status = Some(fields),
-                _ if self.buf.len() < STATUS_PREFIX => {}
-                // Cut before RssShmem (long groups or name): all of it.
-                _ => {
-                    got = fdcache::read(
-                        &mut slot.status,
-                        budget,
-                        &mut self.buf,
-                        (true, usize::MAX),
-                        open,
-                        evict,
-                    );
-                    if let Got::Data { reopened: again } = &mut got {
-                        *again |= reopened;
-                    }
-                }
-            }
-        }
         match got {
             Got::Data { reopened } => {
                 if reopened {
                     // Another process may hold the pid now.
-                    slot.ident = None;
+                    slot.forget();
+                    slot.status.close(budget);
                 }
             }
             Got::Gone => {
-                slot.ident = None;
+                slot.forget();
+                slot.status.close(budget);
                 return Ok(None);
             }
             Got::NoFds(source) | Got::Failed(source) => {
                 return Err(ReadError::Io {
-                    path: dir().join("status"),
+                    path: dir().join("statm"),
                     source,
                 })
             }
         }
-        let status = match status {
-            Some(s) => s,
-            None => parse_status(&self.buf).map_err(|source| ReadError::Parse {
-                path: dir().join("status"),
-                source,
-            })?,
+        let statm = parse_statm(&self.buf).map_err(|source| ReadError::Parse {
+            path: dir().join("statm"),
+            source,
+        })?;
+        if slot.last.is_none() || slot.since_status + 1 >= STATUS_EVERY {
+            let status = read_status(&mut self.buf, &dir(), &mut slot.status, budget, evict)?;
+            let Some(status) = status else {
+                slot.forget();
+                return Ok(None);
+            };
+            slot.last = Some(status);
+            slot.since_status = 0;
+        } else {
+            slot.since_status += 1;
+        }
+        let Some(status) = slot.last.as_ref() else {
+            return Ok(None);
         };
         let ident = match &slot.ident {
             Some(id) if id.comm == status.name => id,
@@ -147,20 +163,99 @@ impl ProcReader {
                 slot.ident.insert(id)
             }
         };
+        let page = self.page_size;
+        let shared = statm.shared.saturating_mul(page);
+        // The file/shmem split as of the last `status`; their sum is fresh.
+        let rss_shmem = status.rss_shmem.min(shared);
         Ok(Some(ProcSample {
             pid,
             ppid: status.ppid,
             uid: status.uid,
-            comm: status.name,
+            comm: status.name.clone(),
             argv0: ident.argv0.clone(),
-            rss_anon: status.rss_anon,
-            rss_file: status.rss_file,
-            rss_shmem: status.rss_shmem,
+            rss_anon: statm
+                .resident
+                .saturating_sub(statm.shared)
+                .saturating_mul(page),
+            rss_file: shared - rss_shmem,
+            rss_shmem,
             state: status.state,
             start_time: ident.start_time,
             cgroup: cgroup.to_string(),
         }))
     }
+}
+
+/// `status` through its slot; `None` when the process is gone.
+fn read_status(
+    buf: &mut Vec<u8>,
+    dir: &Path,
+    slot: &mut Slot,
+    budget: &mut FdBudget,
+    evict: &mut dyn FnMut(&mut FdBudget),
+) -> Result<Option<StatusFields>, ReadError> {
+    let path = dir.join("status");
+    let open = || fdcache::open_path(&path, false);
+    // The start of the file is enough (RssShmem ends near byte 400).
+    let mut got = fdcache::read(slot, budget, buf, (true, STATUS_PREFIX), open, evict);
+    let mut fields = None;
+    if let Got::Data { .. } = got {
+        match parse_status_prefix(buf) {
+            Ok((f, true)) => fields = Some(f),
+            _ if buf.len() < STATUS_PREFIX => {}
+            // Cut before RssShmem (long groups or name): all of it.
+            _ => got = fdcache::read(slot, budget, buf, (true, usize::MAX), open, evict),
+        }
+    }
+    match got {
+        Got::Data { .. } => {}
+        Got::Gone => return Ok(None),
+        Got::NoFds(source) | Got::Failed(source) => return Err(ReadError::Io { path, source }),
+    }
+    match fields {
+        Some(f) => Ok(Some(f)),
+        None => parse_status(buf)
+            .map(Some)
+            .map_err(|source| ReadError::Parse { path, source }),
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}
+
+/// The fields of `/proc/PID/statm` t3pressure uses, in pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Statm {
+    pub resident: u64,
+    /// File-backed and shmem pages (RssFile + RssShmem).
+    pub shared: u64,
+}
+
+/// `size resident shared text lib data dt` (proc(5)), pages.
+pub fn parse_statm(text: &[u8]) -> Result<Statm, ParseError> {
+    let mut it = text
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let mut field = |name: &str| {
+        it.next().and_then(first_number).ok_or_else(|| {
+            ParseError::new(format!(
+                "statm without a valid {name}: {:?}",
+                String::from_utf8_lossy(&text[..text.len().min(80)])
+            ))
+        })
+    };
+    let _size = field("size")?;
+    let resident = field("resident")?;
+    let shared = field("shared")?;
+    if shared > resident {
+        return Err(ParseError::new(format!(
+            "statm: shared {shared} > resident {resident}"
+        )));
+    }
+    Ok(Statm { resident, shared })
 }
 
 fn read_identity(
@@ -316,6 +411,7 @@ mod tests {
 
     const STATUS: &str = include_str!("../../fixtures/kernel-6.1/proc/pid/status");
     const STAT: &str = include_str!("../../fixtures/kernel-6.1/proc/pid/stat");
+    const STATM: &str = include_str!("../../fixtures/kernel-6.1/proc/pid/statm");
     const CMDLINE: &[u8] = include_bytes!("../../fixtures/kernel-6.1/proc/pid/cmdline");
 
     /// One read with a fresh slot, as on a pid's first sight.
@@ -339,6 +435,7 @@ mod tests {
     fn captured_process() {
         let root = fake_proc(&[
             ("status", STATUS.as_bytes()),
+            ("statm", STATM.as_bytes()),
             ("stat", STAT.as_bytes()),
             ("cmdline", CMDLINE),
         ]);
@@ -358,23 +455,122 @@ mod tests {
     fn vanished_process_is_none() {
         let root = tempfile::tempdir().expect("tempdir");
         assert!(read_once(root.path(), 4242).expect("no error").is_none());
-        // status there but stat gone (exited between the two reads)
-        let root = fake_proc(&[("status", STATUS.as_bytes())]);
+        // statm and status there but stat gone (exited between the reads)
+        let root = fake_proc(&[("status", STATUS.as_bytes()), ("statm", STATM.as_bytes())]);
         assert!(read_once(root.path(), 205).expect("no error").is_none());
     }
 
     #[test]
     fn malformed_status_is_a_parse_error() {
-        let root = fake_proc(&[("status", b"garbage"), ("stat", STAT.as_bytes())]);
+        let root = fake_proc(&[
+            ("status", b"garbage"),
+            ("statm", STATM.as_bytes()),
+            ("stat", STAT.as_bytes()),
+        ]);
         let e = read_once(root.path(), 205).expect_err("malformed");
         assert_eq!(e.file_name(), "status");
-        let root = fake_proc(&[("status", STATUS.as_bytes()), ("stat", b"")]);
+        let root = fake_proc(&[
+            ("status", STATUS.as_bytes()),
+            ("statm", b"1 2"),
+            ("stat", STAT.as_bytes()),
+        ]);
+        let e = read_once(root.path(), 205).expect_err("malformed");
+        assert_eq!(e.file_name(), "statm");
+        let root = fake_proc(&[
+            ("status", STATUS.as_bytes()),
+            ("statm", STATM.as_bytes()),
+            ("stat", b""),
+        ]);
         assert_eq!(
             read_once(root.path(), 205)
                 .expect_err("malformed")
                 .file_name(),
             "stat"
         );
+    }
+
+    #[test]
+    fn statm_parser_on_captured_and_broken_input() {
+        let m = parse_statm(STATM.as_bytes()).expect("parse");
+        // Consistent with the captured status: RssAnon 309612 kB,
+        // RssFile + RssShmem 3456 kB, in 4 KiB pages.
+        assert_eq!(m.resident - m.shared, 309612 / 4);
+        assert_eq!(m.shared, 3456 / 4);
+        assert_eq!(
+            parse_statm(b"0 0 0 0 0 0 0\n").expect("kernel thread"),
+            Statm {
+                resident: 0,
+                shared: 0
+            }
+        );
+        for bad in [
+            &b""[..],
+            b"1 2",
+            b"1 x 3 4 5 6 7",
+            b"1 2 3 4 5 6 7",
+            b"-1 2 1",
+        ] {
+            assert!(
+                parse_statm(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn statm_every_read_status_every_few_and_on_a_new_process() {
+        let root = fake_proc(&[
+            ("status", STATUS.as_bytes()),
+            ("statm", STATM.as_bytes()),
+            ("stat", STAT.as_bytes()),
+            ("cmdline", CMDLINE),
+        ]);
+        let dir = root.path().join("205");
+        let mut reader = ProcReader::new(root.path());
+        let mut slot = ProcSlot::default();
+        let mut budget = FdBudget::new(10);
+        let mut read = |slot: &mut ProcSlot| {
+            reader
+                .read(205, "/u", slot, &mut budget, &mut |_| {})
+                .expect("read")
+                .expect("present")
+        };
+        assert_eq!(read(&mut slot).ppid, 191);
+        assert!(slot.is_open(), "statm kept open");
+        // Reparented and grown; statm rewritten in place (as procfs does).
+        let status2 = STATUS.replace("PPid:\t191", "PPid:\t1");
+        std::fs::write(dir.join("status"), &status2).expect("write");
+        std::fs::write(dir.join("statm"), "80242 100864 864 692 0 77978 0\n").expect("write");
+        for _ in 1..STATUS_EVERY {
+            let p = read(&mut slot);
+            assert_eq!(p.rss_anon, 100_000 * 4096, "anon fresh from statm");
+            assert_eq!(p.rss_file, 3456 * 1024);
+            assert_eq!(p.ppid, 191, "status not read yet");
+        }
+        assert_eq!(
+            read(&mut slot).ppid,
+            1,
+            "status every {STATUS_EVERY}th read"
+        );
+        // The process exits, another takes its pid: the open statm reads
+        // nothing (ESRCH on procfs), so everything is read again at once.
+        std::fs::write(dir.join("statm"), "").expect("write");
+        std::fs::remove_file(dir.join("statm")).expect("rm");
+        std::fs::write(dir.join("statm"), STATM.as_bytes()).expect("write");
+        let stat2 = STAT.replacen(" 1801 ", " 9999 ", 1);
+        assert_ne!(stat2, STAT);
+        std::fs::write(dir.join("stat"), &stat2).expect("write");
+        std::fs::write(dir.join("status"), STATUS).expect("write");
+        let p = read(&mut slot);
+        assert_eq!((p.ppid, p.start_time), (191, 9999), "a new process");
+        // Gone: None, and the slot forgets it.
+        std::fs::write(dir.join("statm"), "").expect("write");
+        std::fs::remove_dir_all(&dir).expect("rm");
+        assert!(reader
+            .read(205, "/u", &mut slot, &mut budget, &mut |_| {})
+            .expect("no error")
+            .is_none());
     }
 
     #[test]

@@ -152,7 +152,7 @@ impl FakeCgroupTree {
         fs::remove_dir_all(self.unit_path(user)).expect("fake tree: remove unit");
     }
 
-    /// A fake process in a cgroup dir: /proc/<pid>/{status,stat,cmdline,comm}
+    /// A fake process in a cgroup dir: /proc/<pid>/{status,statm,stat,cmdline,comm}
     /// from the captured process, with pid, ppid, comm and RssAnon replaced;
     /// the pid is appended to the cgroup's `cgroup.procs`.
     pub fn process(&self, cgroup: &Path, pid: i32, ppid: i32, comm: &str, anon_kb: u64) {
@@ -178,6 +178,31 @@ impl FakeCgroupTree {
             .map(|l| l + "\n")
             .collect();
         write(&dir.join("status"), &status);
+        // statm in pages, consistent with the status written: resident =
+        // anon + file + shmem, shared = file + shmem.
+        let kb_of = |key: &str| -> u64 {
+            PROC_STATUS
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let page_kb = 4096 / 1024;
+        // SAFETY: sysconf has no preconditions.
+        let page_kb = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024)
+            .ok()
+            .filter(|&p| p > 0)
+            .unwrap_or(page_kb);
+        let shared = (kb_of("RssFile:") + kb_of("RssShmem:")) / page_kb;
+        let resident = anon_kb / page_kb + shared;
+        write(
+            &dir.join("statm"),
+            &format!(
+                "{} {resident} {shared} 692 0 {resident} 0\n",
+                resident + 2000
+            ),
+        );
         let after_comm = PROC_STAT.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
         let mut fields: Vec<String> = after_comm.split(' ').map(str::to_string).collect();
         if fields.len() > 1 {
@@ -196,11 +221,12 @@ impl FakeCgroupTree {
 
     /// Removes a process from procfs (it exited); `cgroup.procs` is left as
     /// it was, as the kernel would race.
-    /// Its `status` is emptied first: a descriptor the agent keeps open
+    /// Its `status` and `statm` are emptied first: a descriptor the agent keeps open
     /// then reads nothing, as procfs answers ESRCH for an exited process.
     pub fn remove_process(&self, pid: i32) -> io::Result<()> {
         let dir = self.proc_root().join(pid.to_string());
         let _ = fs::write(dir.join("status"), "");
+        let _ = fs::write(dir.join("statm"), "");
         fs::remove_dir_all(dir)
     }
 }
