@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::growth::{ProcGrowth, Series};
@@ -15,7 +16,8 @@ use crate::model::serve::{find_serve, ServeMatcher};
 /// One watched unit.
 #[derive(Debug, Clone)]
 pub struct UnitState {
-    pub unit: Unit,
+    /// Shared with each pass's list of due units (no copy of its strings).
+    pub unit: Arc<Unit>,
     /// `None` until the first pass over the unit.
     pub latest: Option<UnitSample>,
     /// The sample before `latest`, without its processes (moved on).
@@ -47,7 +49,7 @@ pub const BUSY_GROWTH_BPS: f64 = 1024.0 * 1024.0;
 impl UnitState {
     pub fn new(unit: Unit, interval: Duration, now: Instant) -> Self {
         UnitState {
-            unit,
+            unit: Arc::new(unit),
             latest: None,
             previous: None,
             pressure: PressureShares::default(),
@@ -187,20 +189,24 @@ impl Model {
     }
 
     /// Units whose next sample is due at `now`.
-    pub fn due(&self, now: Instant) -> Vec<Unit> {
+    pub fn due(&self, now: Instant) -> Vec<Arc<Unit>> {
         self.units
             .values()
             .filter(|u| u.next_due <= now)
-            .map(|u| u.unit.clone())
+            .map(|u| Arc::clone(&u.unit))
             .collect()
     }
 
     /// Units due at `now`, each with whether to read its processes.
-    pub fn due_with_procs(&self, now: Instant, normal_interval: Duration) -> Vec<(Unit, bool)> {
+    pub fn due_with_procs(
+        &self,
+        now: Instant,
+        normal_interval: Duration,
+    ) -> Vec<(Arc<Unit>, bool)> {
         self.units
             .values()
             .filter(|u| u.next_due <= now)
-            .map(|u| (u.unit.clone(), u.wants_procs(normal_interval)))
+            .map(|u| (Arc::clone(&u.unit), u.wants_procs(normal_interval)))
             .collect()
     }
 

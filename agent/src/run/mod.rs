@@ -430,7 +430,7 @@ impl Loop {
         };
         let started = Instant::now();
         let joined = tokio::task::spawn_blocking(move || {
-            let samples: Vec<(Unit, Option<UnitSample>)> = due
+            let samples: Vec<(Arc<Unit>, Option<UnitSample>)> = due
                 .into_iter()
                 .map(|(u, with_procs)| {
                     let s = sampler.sample_unit_with(&u, with_procs);
@@ -524,7 +524,7 @@ impl Loop {
     /// next sampling interval.
     fn detect(
         &mut self,
-        sampled: &[Unit],
+        sampled: &[Arc<Unit>],
         host_sampled: bool,
         now: Instant,
         walk: &crate::sources::bpf::TaskWalk,
@@ -542,6 +542,8 @@ impl Loop {
             })
             .collect();
         let mut ticks = Vec::with_capacity(sampled.len());
+        // The unit of each tick, in the same order.
+        let mut tick_units = Vec::with_capacity(sampled.len());
         for (unit, episodes) in sampled.iter().zip(&episodes) {
             let Some(state) = self.model.units.get(&unit.path) else {
                 continue;
@@ -565,6 +567,7 @@ impl Loop {
                 },
                 runaway: input,
             });
+            tick_units.push(unit);
         }
         let host = if host_sampled {
             self.model.host.as_ref().map(detect::host_input)
@@ -574,14 +577,12 @@ impl Loop {
         for body in self.detectors.on_tick(wall, &ticks, host.as_ref()) {
             self.record(body);
         }
-        for t in ticks {
+        for (t, unit) in ticks.into_iter().zip(tick_units) {
             let user = t.runaway.user.clone();
             let stall = self.detectors.ongoing(&user).map_or(0.0, |w| w.duration_s);
             self.metrics.set_serve_stall(&user, stall);
             let interval = self.detectors.sample_interval_for(&t.runaway);
-            if let Some(unit) = sampled.iter().find(|u| u.user == user) {
-                self.model.set_interval(&unit.path, interval, now);
-            }
+            self.model.set_interval(&unit.path, interval, now);
             self.inputs.insert(user, t.runaway);
         }
     }
