@@ -260,7 +260,8 @@ fn main() {
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(3));
     let ticks0 = cpu_ticks(pid).expect("agent stat");
-    let span = Duration::from_secs(10);
+    // Long enough for the 10 ms resolution of utime/stime to matter little.
+    let span = Duration::from_secs(30);
     std::thread::sleep(span);
     let ticks1 = cpu_ticks(pid).expect("agent stat");
     // SAFETY: sysconf has no preconditions.
