@@ -65,8 +65,8 @@ impl UnitState {
 
     /// Whether the next pass should read the unit's processes: always for a
     /// unit near its limit, growing, or sampled fast; every
-    /// `QUIET_PROCS_EVERY` passes for a quiet one (reading `/proc/PID/status`
-    /// of every process is most of a pass's cost).
+    /// `QUIET_PROCS_EVERY` passes for a quiet one (reading every process
+    /// and the unit's detail files is most of a pass's cost).
     pub fn wants_procs(&self, normal_interval: Duration) -> bool {
         let Some(s) = &self.latest else { return true };
         if self.passes_since_procs + 1 >= QUIET_PROCS_EVERY || self.interval < normal_interval {

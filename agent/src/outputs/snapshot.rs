@@ -102,10 +102,16 @@ pub struct ProcessInfo {
     pub pid: i32,
     pub ppid: i32,
     pub uid: u32,
+    /// comm, ppid, uid and state come from `/proc/PID/status`, read every
+    /// 5th read of the process (a quiet unit's processes are read every
+    /// 5th pass): up to 25 s old for a quiet unit.
     pub comm: String,
     pub argv0: String,
     pub state: String,
+    /// From `statm`, every read: resident - shared, exact.
     pub rss_anon_bytes: u64,
+    /// Their sum (shared pages) is fresh each read; the split between them
+    /// is that of the last `status` read.
     pub rss_file_bytes: u64,
     pub rss_shmem_bytes: u64,
     /// Robust slope of anon RSS over recent samples.
