@@ -229,6 +229,50 @@ fn host_guard_takes_the_largest_across_units() {
 }
 
 #[test]
+fn host_pressure_from_a_units_own_livelock_is_left_to_the_livelock_rule() {
+    let mut p = policy();
+    let band = |now: f64| {
+        let mut u = unit(now, 6 * GIB, 0.0); // 7.5 GiB between 7 and 16 GiB
+        u.memory_high = Some(7 * GIB);
+        u.memory_full_share = Some(0.95);
+        u
+    };
+    let pressured = HostInput {
+        memory_full_avg10: Some(60.0),
+        mem_total: Some(64 * GIB),
+        mem_available: Some(40 * GIB),
+    };
+    for i in 0..10 {
+        assert!(p.decide(&band(f64::from(i))).is_none(), "{i} s");
+        assert!(
+            p.host_guard(f64::from(i), &pressured).is_none(),
+            "{i} s: the unit's own livelock, the host is not short"
+        );
+    }
+    let d = p.decide(&band(10.0)).expect("livelock after 10 s");
+    assert_eq!(d.reason, RunawayReason::Livelock);
+    // Host memory short: the host guard acts at once, livelock or not.
+    let mut p = policy();
+    assert!(p.decide(&band(0.0)).is_none());
+    let short = HostInput {
+        mem_available: Some(GIB),
+        ..pressured
+    };
+    let d = p.host_guard(0.5, &short).expect("MemAvailable < 5 %");
+    assert_eq!(d.reason, RunawayReason::HostGuard);
+    // Another unit stalled without a livelock explains the pressure too:
+    // the host guard acts.
+    let mut p = policy();
+    assert!(p.decide(&band(0.0)).is_none());
+    let mut bob = unit(0.0, 5 * GIB, 0.0);
+    bob.user = "bob".into();
+    bob.memory_full_share = Some(0.8);
+    assert!(p.decide(&bob).is_none());
+    let d = p.host_guard(0.5, &pressured).expect("not only a livelock");
+    assert_eq!(d.reason, RunawayReason::HostGuard);
+}
+
+#[test]
 fn adaptive_sampling() {
     let p = policy();
     assert_eq!(
