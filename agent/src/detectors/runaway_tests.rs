@@ -320,3 +320,17 @@ fn missing_figures_decide_nothing() {
     assert!(p.decide(&u).is_none());
     assert!(p.decide(&UnitInput::default()).is_none());
 }
+
+#[test]
+fn clone_from_copies_every_field() {
+    let a = unit(1.0, 3 * GIB, 5.0);
+    let mut b = unit(9.0, GIB, 0.0);
+    b.user = "somebody-else".into();
+    b.procs.push(proc(400, "extra", 1, 1.0));
+    b.memory_high = Some(1);
+    b.clone_from(&a);
+    assert_eq!(b, a);
+    let mut c = UnitInput::default();
+    c.clone_from(&a);
+    assert_eq!(c, a.clone());
+}
