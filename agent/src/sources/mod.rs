@@ -7,4 +7,5 @@ pub mod discovery;
 pub mod fdcache;
 pub mod host;
 pub mod procfs;
+pub mod read_errors;
 pub mod sampler;

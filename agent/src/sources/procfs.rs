@@ -141,7 +141,7 @@ impl ProcReader {
             source,
         })?;
         if slot.last.is_none() || slot.since_status + 1 >= STATUS_EVERY {
-            let status = read_status(&mut self.buf, &dir(), &mut slot.status, budget, evict)?;
+            let status = read_status(&mut self.buf, &dir, &mut slot.status, budget, evict)?;
             let Some(status) = status else {
                 slot.forget();
                 return Ok(None);
@@ -189,13 +189,15 @@ impl ProcReader {
 /// `status` through its slot; `None` when the process is gone.
 fn read_status(
     buf: &mut Vec<u8>,
-    dir: &Path,
+    dir: &dyn Fn() -> PathBuf,
     slot: &mut Slot,
     budget: &mut FdBudget,
     evict: &mut dyn FnMut(&mut FdBudget),
 ) -> Result<Option<StatusFields>, ReadError> {
-    let path = dir.join("status");
-    let open = || fdcache::open_path(&path, false);
+    // The path is made only to open by name or to name an error: a cached
+    // descriptor needs none.
+    let path = || dir().join("status");
+    let open = || fdcache::open_path(&path(), false);
     // The start of the file is enough (RssShmem ends near byte 400).
     let mut got = fdcache::read(slot, budget, buf, (true, STATUS_PREFIX), open, evict);
     let mut fields = None;
@@ -210,17 +212,26 @@ fn read_status(
     match got {
         Got::Data { .. } => {}
         Got::Gone => return Ok(None),
-        Got::NoFds(source) | Got::Failed(source) => return Err(ReadError::Io { path, source }),
+        Got::NoFds(source) | Got::Failed(source) => {
+            return Err(ReadError::Io {
+                path: path(),
+                source,
+            })
+        }
     }
     match fields {
         Some(f) => Ok(Some(f)),
         None => parse_status(buf)
             .map(Some)
-            .map_err(|source| ReadError::Parse { path, source }),
+            .map_err(|source| ReadError::Parse {
+                path: path(),
+                source,
+            }),
     }
 }
 
-fn page_size() -> u64 {
+/// The kernel's page size (`statm` counts pages).
+pub(crate) fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
@@ -234,7 +245,9 @@ pub struct Statm {
     pub shared: u64,
 }
 
-/// `size resident shared text lib data dt` (proc(5)), pages.
+/// `size resident shared text lib data dt` (proc(5)), pages. Not the
+/// `procfs` crate's `StatM`: it reads into a `String` per call, and this runs
+/// for every process on every pass.
 pub fn parse_statm(text: &[u8]) -> Result<Statm, ParseError> {
     let mut it = text
         .split(|b| b.is_ascii_whitespace())

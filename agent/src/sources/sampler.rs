@@ -5,11 +5,11 @@
 //!
 //! Files are read through descriptors kept open across passes (`fdcache`):
 //! per unit its directory, its files and those of its descendant cgroups,
-//! per process its `status`. They are closed when a unit is forgotten, a
+//! per process its `statm` and `status`. They are closed when a unit is forgotten, a
 //! descendant cgroup disappears or a pid leaves `cgroup.procs`. The parsers
 //! stay the pure ones of `cgroupfs`, `procfs` and `host`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -19,58 +19,8 @@ use super::cgroupfs::{flat, is_vanished, keyed, procs, psi, ParseError, ReadErro
 use super::fdcache::{self, FdBudget, Got, Slot};
 use super::host;
 use super::procfs::{ProcReader, ProcSlot};
+pub use super::read_errors::ReadErrors;
 use crate::model::sample::{HostSample, Limit, MemoryEvents, Unit, UnitSample};
-
-/// Counts read errors per file name and keeps the log quiet: each
-/// (file, unit) error is logged once, each missing file name once.
-#[derive(Debug, Default)]
-pub struct ReadErrors {
-    counts: BTreeMap<String, u64>,
-    logged: HashSet<(String, String)>,
-    missing_logged: HashSet<String>,
-}
-
-impl ReadErrors {
-    pub fn record(&mut self, unit: &str, err: &ReadError) {
-        let file = err.file_name();
-        *self.counts.entry(file.clone()).or_default() += 1;
-        if self.logged.insert((file, unit.to_string())) {
-            tracing::warn!(
-                unit,
-                "{err} (counted in t3pressure_read_errors_total; logged once)"
-            );
-        }
-    }
-
-    /// Files that do not exist on this host or for this cgroup (controller
-    /// off, PSI disabled, older kernel): said once per file name, in one
-    /// line, then skipped silently.
-    pub fn missing(&mut self, unit: &str, files: &[&str]) {
-        let new: Vec<&str> = files
-            .iter()
-            .copied()
-            .filter(|f| self.missing_logged.insert((*f).to_string()))
-            .collect();
-        if !new.is_empty() {
-            tracing::info!(
-                unit,
-                "missing (controller off, PSI disabled or older kernel), skipped wherever \
-                 missing: {}",
-                new.join(", ")
-            );
-        }
-    }
-
-    /// Total errors per file name since start.
-    pub fn counts(&self) -> &BTreeMap<String, u64> {
-        &self.counts
-    }
-
-    /// A unit stopped: its errors may be logged again if it comes back.
-    pub fn forget_unit(&mut self, unit: &str) {
-        self.logged.retain(|(_, u)| u != unit);
-    }
-}
 
 /// Limits (`memory.max`, `memory.high`, `memory.swap.max`) change only
 /// when someone runs `systemctl set-property`: read every this many passes

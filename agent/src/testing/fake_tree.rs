@@ -188,12 +188,7 @@ impl FakeCgroupTree {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        let page_kb = 4096 / 1024;
-        // SAFETY: sysconf has no preconditions.
-        let page_kb = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) } / 1024)
-            .ok()
-            .filter(|&p| p > 0)
-            .unwrap_or(page_kb);
+        let page_kb = crate::sources::procfs::page_size() / 1024;
         let shared = (kb_of("RssFile:") + kb_of("RssShmem:")) / page_kb;
         let resident = anon_kb / page_kb + shared;
         write(
