@@ -56,6 +56,10 @@ pub const KIND_SLEEPING: u32 = 3;
 /// Per-task state only: on a CPU.
 pub const KIND_RUNNING: u32 = 0;
 
+/// How many syscall numbers the `IDLE_SYSCALLS` global holds; unused
+/// entries are `u64::MAX`.
+pub const IDLE_SYSCALLS_LEN: usize = 8;
+
 /// Indexes of the `STATS` per-CPU counters.
 pub const STAT_TASKS_FULL: u32 = 0;
 pub const STAT_RINGBUF_FULL: u32 = 1;
@@ -93,6 +97,11 @@ pub struct TaskState {
     /// state), ns: with `waited_ns`, what is left of an interval is the
     /// time the task ran.
     pub slept_ns: u64,
+    /// For a process main thread: `bpf_ktime_get_ns` when it last went to
+    /// sleep inside one of the poll syscalls an event loop waits for work
+    /// in (`IDLE_SYSCALLS`), 0 if never seen. Such a thread had nothing
+    /// ready to do then: its loop had answered every request received.
+    pub idle_ns: u64,
     /// Task id (kernel pid); 0 until a new task first leaves a CPU.
     pub tid: u32,
     /// Thread group id (userspace pid), 0 while `tid` is.
@@ -168,6 +177,8 @@ pub fn hist_bucket(ns: u64) -> usize {
 /// Names of the globals (`.rodata`) userspace sets before loading.
 pub mod globals {
     pub const EPISODE_THRESHOLD_NS: &str = "EPISODE_THRESHOLD_NS";
+    pub const SYSCALL_NR_OFFSET: &str = "SYSCALL_NR_OFFSET";
+    pub const IDLE_SYSCALLS: &str = "IDLE_SYSCALLS";
     pub const OOM_PID: &str = "OOM_PID";
     pub const OOM_COMM: &str = "OOM_COMM";
     pub const OOM_TOTAL_VM: &str = "OOM_TOTAL_VM";

@@ -24,11 +24,14 @@
 //! 65-71 ns with `bpf_stats` on that box; `agent/benches/README.md`).
 
 use agent_common::{
-    hist_bucket, EpisodeEvent, TaskState, KIND_BLOCKED, KIND_RUNNING, KIND_RUNQUEUE, KIND_SLEEPING,
-    STAT_EPISODES, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
+    hist_bucket, EpisodeEvent, TaskState, IDLE_SYSCALLS_LEN, KIND_BLOCKED, KIND_RUNNING,
+    KIND_RUNQUEUE, KIND_SLEEPING, STAT_EPISODES, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::{btf_tracepoint, map},
     maps::RingBuf,
     programs::BtfTracePointContext,
@@ -38,6 +41,18 @@ use crate::shared::{bump, current_unit, global, insert_task, remove_task, tracke
 
 #[unsafe(no_mangle)]
 static EPISODE_THRESHOLD_NS: u64 = 100_000_000;
+
+/// Offset of the syscall number in the task's saved user registers
+/// (`struct pt_regs`: `orig_ax` on x86_64), set by userspace for the
+/// architectures it knows; `u64::MAX` leaves idle marks off.
+#[unsafe(no_mangle)]
+static SYSCALL_NR_OFFSET: u64 = u64::MAX;
+
+/// Syscall numbers an event loop waits for work in (epoll_wait,
+/// epoll_pwait, epoll_pwait2, poll, ppoll, select, pselect6 on the
+/// running architecture), set by userspace; unused entries `u64::MAX`.
+#[unsafe(no_mangle)]
+static IDLE_SYSCALLS: [u64; IDLE_SYSCALLS_LEN] = [u64::MAX; IDLE_SYSCALLS_LEN];
 
 /// Episodes at least `EPISODE_THRESHOLD_NS` long.
 #[map]
@@ -108,15 +123,21 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
             st.tid = pid_tgid as u32;
             st.tgid = (pid_tgid >> 32) as u32;
         }
+        if kind == KIND_SLEEPING && st.tid == st.tgid && in_idle_syscall() {
+            st.idle_ns = ts;
+        }
     } else {
         let pid_tgid = bpf_get_current_pid_tgid();
+        let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
+        let idle = kind == KIND_SLEEPING && tid == tgid && in_idle_syscall();
         let st = TaskState {
             start_ns: ts,
             unit_cgroup_id: unit,
             waited_ns: 0,
             slept_ns: 0,
-            tid: pid_tgid as u32,
-            tgid: (pid_tgid >> 32) as u32,
+            idle_ns: if idle { ts } else { 0 },
+            tid,
+            tgid,
             kind,
             _pad: 0,
         };
@@ -165,6 +186,7 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
         unit_cgroup_id: unit,
         waited_ns: 0,
         slept_ns: 0,
+        idle_ns: 0,
         tid: 0,
         tgid: 0,
         kind: KIND_RUNQUEUE,
@@ -174,6 +196,39 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
         bump(STAT_TASKS_FULL);
     }
     0
+}
+
+/// Whether `current`, going to sleep voluntarily, sleeps inside one of the
+/// `IDLE_SYSCALLS`: an event loop's main thread then had no ready work.
+/// Only asked for watched process main threads, so the three helper calls
+/// stay off the common path.
+#[inline(always)]
+fn in_idle_syscall() -> bool {
+    let off = global(&SYSCALL_NR_OFFSET);
+    if off > 4096 {
+        return false;
+    }
+    // SAFETY: helper calls; the registers are read with a fault-safe
+    // probe read.
+    let nr = unsafe {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf());
+        if regs == 0 {
+            return false;
+        }
+        match bpf_probe_read_kernel((regs as u64).wrapping_add(off) as *const u64) {
+            Ok(nr) => nr,
+            Err(_) => return false,
+        }
+    };
+    let list = global(&IDLE_SYSCALLS);
+    let mut i = 0;
+    while i < IDLE_SYSCALLS_LEN {
+        if list[i] == nr {
+            return true;
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Accounts a finished wait: the task's wait total, the histogram, and an

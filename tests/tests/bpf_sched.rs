@@ -288,3 +288,58 @@ fn wait_and_sleep_totals_count_waits_below_the_episode_threshold() {
     );
     bpf.unwatch_unit(&unit).expect("unwatch");
 }
+
+#[test]
+fn idle_mark_only_for_a_main_thread_waiting_in_a_poll_syscall() {
+    require_root_bpf();
+    if !cfg!(target_arch = "x86_64") {
+        panic!("idle marks are only known for x86_64; this test needs one");
+    }
+    let _serial = serial();
+    let (_cgs, unit_dir, _other_dir) = setup();
+    let unit = unit_at(&unit_dir);
+    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
+    bpf.watch_unit(&unit).expect("watch unit");
+
+    // 600 ms in nanosleep, then 600 ms in epoll_wait.
+    let mut child = Command::new(HELPER)
+        .args(["--join"])
+        .arg(unit_dir.join("cgroup.procs"))
+        .args(["idle", "600", "600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn helper");
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read helper");
+    assert_eq!(line.trim(), "sleeping");
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_of = |bpf: &Bpf| {
+        let walk = bpf.walk_tasks(monotonic_ns(), Duration::from_millis(100));
+        walk.main_thread_waits
+            .iter()
+            .find(|w| w.tid == pid)
+            .unwrap_or_else(|| panic!("no entry for {pid}: {walk:?}"))
+            .idle_ns
+    };
+    // A nanosleep is a voluntary sleep, but no wait for work.
+    let before = idle_of(&bpf);
+    assert_eq!(before, 0, "a nanosleep was marked idle");
+    line.clear();
+    out.read_line(&mut line).expect("read helper");
+    assert_eq!(line.trim(), "polling");
+    let polling_from = monotonic_ns();
+    std::thread::sleep(Duration::from_millis(300));
+    let during = idle_of(&bpf);
+    eprintln!(
+        "idle mark: {before} while in nanosleep, {during} in epoll_wait (poll began ~{polling_from})"
+    );
+    assert!(
+        during >= polling_from.saturating_sub(50_000_000),
+        "epoll_wait not marked idle: before {before}, during {during}, poll from {polling_from}"
+    );
+    assert!(during <= monotonic_ns());
+    wait_ok(child);
+    bpf.unwatch_unit(&unit).expect("unwatch");
+}

@@ -16,6 +16,13 @@
 //! CPU quota sleeps briefly between long throttled waits; neither answers a
 //! heartbeat in between. A window ends where its last episode ended, or
 //! at the end of the last busy sampling interval wholly after it.
+//!
+//! Neither a bridge nor the 100 ms merge reaches across an instant at which
+//! the thread went to sleep in a poll syscall (epoll_wait, poll, select;
+//! the kernel side marks it): an event loop sleeps there only when nothing
+//! is ready, so it had answered every request it had received, however
+//! starved or throttled the intervals around it were. Without that mark
+//! (another architecture), the busy rules above decide alone.
 //! Without BPF, consecutive
 //! sampling intervals (<= 1 s) whose memory/io `full` or cpu `some` share is
 //! >= 50 % form the window.
@@ -164,6 +171,11 @@ pub struct ServeWait {
     pub slept_s: f64,
     /// Monotonic seconds of the reading.
     pub at_s: f64,
+    /// Monotonic seconds at which the thread last went to sleep waiting for
+    /// work (in epoll_wait, poll, select and the like): its event loop had
+    /// answered every request received by then. `None` if never seen (or
+    /// not known on this architecture).
+    pub idle_at_s: Option<f64>,
 }
 
 /// Input of one tick.
@@ -315,6 +327,12 @@ pub struct StallDetector {
     /// The serve thread's last interval: span, waited, slept, in episodes
     /// (seconds), for the log line of a window that ends.
     last_interval: Option<[f64; 4]>,
+    /// The serve thread went idle (waited for work in a poll syscall) in
+    /// its last interval.
+    went_idle: bool,
+    /// Unix seconds of the last instant the serve thread was seen going
+    /// idle: its event loop had answered everything it had then.
+    last_idle: Option<f64>,
     episode_threshold_s: f64,
 }
 
@@ -332,6 +350,8 @@ impl StallDetector {
             tick_from: None,
             tick_stalled: None,
             last_interval: None,
+            went_idle: false,
+            last_idle: None,
             episode_threshold_s: DEFAULT_EPISODE_THRESHOLD_S,
         }
     }
@@ -415,7 +435,16 @@ impl StallDetector {
                 let slept = c.slept_s - p.slept_s;
                 let sleepless =
                     slept <= SLEEPLESS_SLEEP_SHARE * span && waited >= SLEEPLESS_WAIT_SHARE * span;
+                // The loop ran out of work in the interval: whatever it
+                // had waited for, it had answered, so nothing bridges
+                // across that instant (see `bridges`).
+                let idle = c.idle_at_s.filter(|&t| t > p.at_s && t <= c.at_s);
+                if let Some(t) = idle {
+                    self.last_idle = Some(tick.now - (c.at_s - t));
+                }
+                let starved = self.starved(&c);
                 self.last_interval = Some([span, waited, slept, in_episodes]);
+                self.went_idle = idle.is_some();
                 tracing::debug!(
                     user = %self.user,
                     span = format!("{span:.2}"),
@@ -424,12 +453,14 @@ impl StallDetector {
                     in_episodes = format!("{in_episodes:.3}"),
                     busy_free,
                     sleepless,
+                    idle = idle.is_some(),
                     "serve thread interval"
                 );
-                Some((from, busy_free, sleepless, self.starved(&c)))
+                Some((from, busy_free, sleepless, starved))
             }
             _ => {
                 self.last_interval = None;
+                self.went_idle = false;
                 None
             }
         };
@@ -487,6 +518,10 @@ impl StallDetector {
         if p.tid != c.tid || span <= 0.0 || c.waited_s < p.waited_s || c.slept_s < p.slept_s {
             return false;
         }
+        // A loop that waited for work in the span answered what it had.
+        if c.idle_at_s.is_some_and(|t| t > p.at_s) {
+            return false;
+        }
         let waited = (c.waited_s - p.waited_s).min(span);
         let ran = (span - waited - (c.slept_s - p.slept_s)).max(0.0);
         waited >= STARVED_WAIT_SHARE * span && ran <= STARVED_RUN_SHARE * span
@@ -522,9 +557,19 @@ impl StallDetector {
         total
     }
 
-    /// Every interval from `from` up to now was busy for the serve thread.
-    fn bridges(&self, from: f64) -> bool {
-        self.busy_since.is_some_and(|b| b <= from + BRIDGE_SLACK_S)
+    /// Every interval from `from` up to now was busy for the serve thread,
+    /// and it did not go idle between `from` and `to` (an event loop that
+    /// waits for work has answered every request it had: the clients got
+    /// their heartbeat there, however busy the intervals around it).
+    fn bridges(&self, from: f64, to: f64) -> bool {
+        self.busy_since.is_some_and(|b| b <= from + BRIDGE_SLACK_S) && !self.idle_between(from, to)
+    }
+
+    /// The serve thread was seen going idle (waiting for work) between
+    /// `from` and `to`. Only its last idle instant is known: an earlier one
+    /// in the same sampling interval goes unseen.
+    fn idle_between(&self, from: f64, to: f64) -> bool {
+        self.last_idle.is_some_and(|i| i > from && i < to)
     }
 
     fn feed_episodes(&mut self, tick: &StallTick<'_>, out: &mut StallOutput) {
@@ -545,8 +590,8 @@ impl StallDetector {
                 b.episodes
                     .iter()
                     .any(|k| k.end.is_none() || same_episode(k, &e))
-                    || e.start - b.end < MERGE_GAP_S
-                    || self.bridges(b.end)
+                    || (e.start - b.end < MERGE_GAP_S && !self.idle_between(b.end, e.start))
+                    || self.bridges(b.end, e.start)
             });
             if !merge {
                 if let Some(b) = self.current.take() {
@@ -566,6 +611,11 @@ impl StallDetector {
         }
         if self.current.is_none() {
             if let Some(from) = self.tick_stalled {
+                // Not from before the loop last waited for work.
+                let from = self
+                    .last_idle
+                    .filter(|&i| i > from && i < tick.now)
+                    .unwrap_or(from);
                 let mut b = Building::new(from, from);
                 b.busy_end = tick.now;
                 self.current = Some(b);
@@ -585,7 +635,7 @@ impl StallDetector {
         // A busy interval wholly after the last episode extends the window.
         let tail = self.current.as_ref().is_some_and(|b| {
             !b.open
-                && self.bridges(b.end)
+                && self.bridges(b.end, tick.now)
                 && self.tick_from.is_some_and(|f| f >= b.end - BRIDGE_SLACK_S)
         });
         if tail {
@@ -600,7 +650,7 @@ impl StallDetector {
         let stale = self.current.as_ref().is_some_and(|b| {
             !b.open
                 && tick.now - b.end >= MERGE_GAP_S + self.episode_threshold_s
-                && !self.bridges(b.end)
+                && !self.bridges(b.end, tick.now)
         });
         if stale {
             if let Some(b) = self.current.take() {
@@ -627,6 +677,7 @@ impl StallDetector {
                 slept_pct = format!("{:.0}", 100.0 * slept / span),
                 ran_pct = format!("{:.0}", 100.0 * (span - waited - slept).max(0.0) / span),
                 in_episodes_pct = format!("{:.0}", 100.0 * in_episodes / span),
+                went_idle = self.went_idle,
                 "stall window ended: the serve thread made progress in the last interval"
             ),
             None => tracing::info!(

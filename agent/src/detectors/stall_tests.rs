@@ -362,8 +362,10 @@ enum Seg {
     ShortWait,
     /// Running: free to answer a heartbeat.
     Run,
-    /// Sleeping voluntarily (waiting for a request).
+    /// Sleeping voluntarily, not in a poll syscall (a futex, a timer).
     Sleep,
+    /// Sleeping in a poll syscall: the event loop waits for requests.
+    Idle,
 }
 
 /// Drives a BPF detector through `segs` (back to back from t = 100 s),
@@ -379,7 +381,7 @@ fn simulate(segs: &[(Seg, f64)], dt: f64, tid_at: impl Fn(f64) -> u32) -> Vec<St
         t += len;
     }
     let end = t + 3.0;
-    timeline.push((Seg::Sleep, t, end));
+    timeline.push((Seg::Idle, t, end));
     let mut d = bpf();
     // The agent was already watching before the thread's trouble began.
     d.on_tick(&StallTick {
@@ -389,6 +391,7 @@ fn simulate(segs: &[(Seg, f64)], dt: f64, tid_at: impl Fn(f64) -> u32) -> Vec<St
             waited_s: 0.0,
             slept_s: 0.0,
             at_s: t0 - 50.0,
+            idle_at_s: None,
         }),
         ..Default::default()
     });
@@ -414,7 +417,12 @@ fn simulate(segs: &[(Seg, f64)], dt: f64, tid_at: impl Fn(f64) -> u32) -> Vec<St
                 .sum()
         };
         let waited = total(&|s| matches!(s, Seg::Episode(_) | Seg::ShortWait));
-        let slept = total(&|s| s == Seg::Sleep);
+        let slept = total(&|s| s == Seg::Sleep || s == Seg::Idle);
+        let idle_at = timeline
+            .iter()
+            .filter(|&&(seg, s, _)| seg == Seg::Idle && s < now)
+            .map(|&(_, s, _)| s - 50.0)
+            .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))));
         let out = d.on_tick(&StallTick {
             now,
             interval_s: dt,
@@ -427,6 +435,7 @@ fn simulate(segs: &[(Seg, f64)], dt: f64, tid_at: impl Fn(f64) -> u32) -> Vec<St
                 slept_s: slept,
                 // Monotonic: some other origin than the wall clock.
                 at_s: now - 50.0,
+                idle_at_s: idle_at,
             }),
         });
         closed.extend(out.closed);
@@ -565,11 +574,16 @@ fn a_busy_tail_extends_the_window_by_whole_intervals() {
 /// followed by a sliver of CPU and a voluntary sleep of `sleep` seconds
 /// (its event loop's timer), then `run` seconds of running.
 fn throttled_loop(sleep: f64, run: f64, cycles: usize) -> Vec<(Seg, f64)> {
+    throttled_loop_sleeping(Seg::Sleep, sleep, run, cycles)
+}
+
+/// `throttled_loop` with the sleeps of the given kind.
+fn throttled_loop_sleeping(kind: Seg, sleep: f64, run: f64, cycles: usize) -> Vec<(Seg, f64)> {
     let mut segs = Vec::new();
     for _ in 0..cycles {
         segs.push((Seg::Episode(EpisodeKind::Runqueue), 0.9));
         segs.push((Seg::Run, run));
-        segs.push((Seg::Sleep, sleep));
+        segs.push((kind, sleep));
     }
     segs.push((Seg::Episode(EpisodeKind::Runqueue), 0.9));
     segs
@@ -634,4 +648,70 @@ fn waits_too_short_to_be_episodes_make_a_window_by_themselves() {
         segs.push((Seg::Sleep, 0.01));
     }
     assert!(simulate(&segs, 1.0, |_| 7).is_empty());
+}
+
+#[test]
+fn a_starved_loop_that_goes_idle_is_not_stalled_across_it() {
+    // The same starved thread, but its sleeps are its event loop waiting
+    // for work (epoll_wait and the like): each time it had answered what
+    // it had, so nothing bridges across a sleep.
+    let segs = throttled_loop_sleeping(Seg::Idle, 0.12, 0.002, 14);
+    for dt in [1.0, 0.1] {
+        let ws = simulate(&segs, dt, |_| 7);
+        assert!(
+            ws.iter().all(|w| w.class == Class::Short && w.duration_s < 1.0),
+            "dt {dt}: {ws:?}"
+        );
+    }
+}
+
+#[test]
+fn going_idle_once_splits_a_starved_window_where_clients_got_an_answer() {
+    // 14 s of starvation in which the loop once got enough CPU to answer
+    // and wait for work again (~8 s in): the clients saw an ~8 s and a
+    // ~5 s gap, so no warning window, where a sleep that is not a wait for
+    // work (a futex, a timer) leaves one 14 s window.
+    let mut segs = throttled_loop(0.12, 0.002, 7);
+    segs.push((Seg::Run, 0.002));
+    segs.push((Seg::Idle, 0.05));
+    segs.extend(throttled_loop(0.12, 0.002, 4));
+    for dt in [1.0, 0.1] {
+        let ws = simulate(&segs, dt, |_| 7);
+        let long: Vec<_> = ws.iter().filter(|w| w.duration_s >= 1.0).collect();
+        assert_eq!(long.len(), 2, "dt {dt}: {ws:?}");
+        assert!(
+            long.iter().all(|w| w.class == Class::Short),
+            "dt {dt}: {ws:?}"
+        );
+        assert!(long[0].end.unwrap() <= 100.0 + 7.0 * 1.022 + 0.9 + 1e-6);
+    }
+    let mut segs = throttled_loop(0.12, 0.002, 7);
+    segs.push((Seg::Run, 0.002));
+    segs.push((Seg::Sleep, 0.05));
+    segs.extend(throttled_loop(0.12, 0.002, 4));
+    let ws = simulate(&segs, 1.0, |_| 7);
+    assert_eq!(ws.len(), 1, "{ws:?}");
+    assert_eq!(ws[0].class, Class::Warning);
+}
+
+#[test]
+fn a_synchronous_reader_that_goes_idle_splits_its_window() {
+    // The throttled reader bridged into one 27 s window above, with the
+    // loop going idle once in the middle: two windows.
+    // It runs 2 ms after the episode that ends at 114.0, then waits for
+    // work for 10 ms; the control waits on a read there instead.
+    for (seg, split) in [(Seg::Idle, true), (Seg::ShortWait, false)] {
+        let mut segs = throttled_reader(0.4, 0.9, 11);
+        segs.push((Seg::Run, 0.002));
+        segs.push((seg, 0.01));
+        segs.extend(throttled_reader(0.4, 0.9, 10));
+        for dt in [1.0, 0.1] {
+            let ws = simulate(&segs, dt, |_| 7);
+            let across = ws
+                .iter()
+                .any(|w| w.start < 114.0 && w.end.is_some_and(|e| e > 114.012));
+            assert_eq!(across, !split, "dt {dt}: {ws:?}");
+            assert!(ws[0].duration_s >= 13.9, "dt {dt}: {ws:?}");
+        }
+    }
 }

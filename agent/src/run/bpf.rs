@@ -122,6 +122,7 @@ impl BpfFeed {
                 waited_s: w.waited_ns as f64 / 1e9,
                 slept_s: w.slept_ns as f64 / 1e9,
                 at_s: walk.at_mono_ns as f64 / 1e9,
+                idle_at_s: (w.idle_ns != 0).then(|| w.idle_ns as f64 / 1e9),
             })
     }
 

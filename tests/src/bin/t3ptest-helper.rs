@@ -3,7 +3,9 @@
 //! `busy <threads> <cpu> <ms>` (spinning threads pinned to one CPU),
 //! `vfork <ms>` (parent waits in D state while the vfork child sleeps),
 //! `alloc <max_mb>` (touches anon memory 1 MiB at a time, up to a cap),
-//! `pingpong <secs> <cpu>` (two processes bouncing a byte through pipes).
+//! `pingpong <secs> <cpu>` (two processes bouncing a byte through pipes),
+//! `idle <sleep_ms> <poll_ms>` (a plain sleep, then an `epoll_wait` with
+//! nothing to wait for: an event loop waiting for work).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -102,6 +104,24 @@ fn main() {
             println!("waited");
             std::io::stdout().flush().expect("stdout");
             std::thread::sleep(std::time::Duration::from_millis(hold));
+        }
+        "idle" => {
+            let sleep_ms: u64 = arg(&args, 1, "sleep_ms");
+            let poll_ms: i32 = arg(&args, 2, "poll_ms");
+            println!("sleeping");
+            std::io::stdout().flush().expect("stdout");
+            std::thread::sleep(Duration::from_millis(sleep_ms));
+            println!("polling");
+            std::io::stdout().flush().expect("stdout");
+            // SAFETY: an epoll instance of our own with no descriptors; the
+            // event buffer is ours.
+            unsafe {
+                let ep = libc::epoll_create1(0);
+                assert!(ep >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+                let mut ev: libc::epoll_event = std::mem::zeroed();
+                libc::epoll_wait(ep, &mut ev, 1, poll_ms);
+                libc::close(ep);
+            }
         }
         "alloc" => {
             let max_mb: usize = arg(&args, 1, "max_mb");

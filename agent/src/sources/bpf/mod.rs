@@ -14,7 +14,7 @@ use std::collections::HashMap as StdHashMap;
 use std::time::{Duration, SystemTime};
 
 use agent_common::{
-    globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, KIND_BLOCKED, KIND_RUNQUEUE,
+    globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, IDLE_SYSCALLS_LEN, KIND_BLOCKED, KIND_RUNQUEUE,
     KIND_SLEEPING, MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
     UNIT_SLOT_SHARED,
 };
@@ -156,6 +156,9 @@ pub struct TaskWait {
     pub waited_ns: u64,
     /// Voluntary sleep, the one in progress included.
     pub slept_ns: u64,
+    /// CLOCK_MONOTONIC ns at which it last went to sleep waiting for work
+    /// in a poll syscall (its event loop was idle then), 0 if never seen.
+    pub idle_ns: u64,
 }
 
 /// What one walk of the task map found.
@@ -319,6 +322,24 @@ fn oom_plan(
     (classic, raw)
 }
 
+/// Where the kernel side finds a sleeping task's syscall number (offset in
+/// `struct pt_regs`) and which syscalls mean "an event loop waiting for
+/// work": epoll_wait, epoll_pwait, epoll_pwait2, poll, ppoll, select and
+/// pselect6. Known for x86_64 only; elsewhere idle marks stay off
+/// (`u64::MAX`), and the stall detector works as without them.
+fn idle_syscalls() -> (u64, [u64; IDLE_SYSCALLS_LEN]) {
+    let mut list = [u64::MAX; IDLE_SYSCALLS_LEN];
+    if cfg!(target_arch = "x86_64") {
+        // arch/x86/include/asm/ptrace.h: 15 registers, then orig_ax.
+        // arch/x86/entry/syscalls/syscall_64.tbl.
+        let nrs = [232u64, 281, 441, 7, 271, 23, 270];
+        list[..nrs.len()].copy_from_slice(&nrs);
+        (15 * 8, list)
+    } else {
+        (u64::MAX, list)
+    }
+}
+
 /// The scheduler programs (BTF tracepoints, named after their tracepoint).
 const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 
@@ -333,6 +354,9 @@ fn load_object(
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
     loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
+    let (nr_offset, idle) = idle_syscalls();
+    loader.override_global(globals::SYSCALL_NR_OFFSET, &nr_offset, true);
+    loader.override_global(globals::IDLE_SYSCALLS, &idle, true);
     let (task, pid, comm) = match raw {
         Some(btf::RawMarkVictim::Task {
             pid_offset,
@@ -567,6 +591,7 @@ impl Bpf {
                     tid: st.tid,
                     waited_ns: st.waited_ns.saturating_add(waiting),
                     slept_ns: st.slept_ns.saturating_add(sleeping),
+                    idle_ns: st.idle_ns,
                 });
             }
             let Some(kind) = kind else {
