@@ -659,7 +659,8 @@ fn a_starved_loop_that_goes_idle_is_not_stalled_across_it() {
     for dt in [1.0, 0.1] {
         let ws = simulate(&segs, dt, |_| 7);
         assert!(
-            ws.iter().all(|w| w.class == Class::Short && w.duration_s < 1.0),
+            ws.iter()
+                .all(|w| w.class == Class::Short && w.duration_s < 1.0),
             "dt {dt}: {ws:?}"
         );
     }

@@ -239,6 +239,38 @@ fn main() {
         &ours,
     );
 
+    // The same watched load without the idle marks (the poll-syscall check
+    // at a watched main thread's voluntary sleep), loaded anew.
+    bpf.unwatch_unit(&unit).expect("unwatch");
+    drop(bpf);
+    let no_idle = BpfConfig {
+        idle_marks: false,
+        ..BpfConfig::default()
+    };
+    let mut bpf_plain = Bpf::load(&no_idle).expect("load BPF");
+    bpf_plain.watch_unit(&unit).expect("watch unit");
+    let ours_plain: HashMap<u32, String> = bpf_plain
+        .program_stats()
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let watched_plain = phase(
+        "watched, idle marks off: ping-pong inside the watched unit",
+        &helper,
+        &unit_dir,
+        secs,
+        &ours_plain,
+    );
+    bpf_plain.unwatch_unit(&unit).expect("unwatch");
+    drop(bpf_plain);
+    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
+    bpf.watch_unit(&unit).expect("watch unit");
+    let ours: HashMap<u32, String> = bpf
+        .program_stats()
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+
     let bt = bpftrace(RUNQLAT);
     let side = phase(
         "same run, bpftrace runqlat attached too (ping-pong outside the unit)",
@@ -288,6 +320,15 @@ fn main() {
                 .map_or("-".to_string(), |v| format!("{v:.1}")),
             side.get(prog)
                 .map_or("-".to_string(), |v| format!("{v:.1}")),
+        );
+    }
+    if let (Some(on), Some(off)) = (
+        watched.get("sched_switch"),
+        watched_plain.get("sched_switch"),
+    ) {
+        println!(
+            "  sched_switch watched: {on:.1} ns with idle marks, {off:.1} ns without (x{:.2})",
+            on / off
         );
     }
     match bt_switch {

@@ -117,7 +117,11 @@ fn main() {
             // event buffer is ours.
             unsafe {
                 let ep = libc::epoll_create1(0);
-                assert!(ep >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+                assert!(
+                    ep >= 0,
+                    "epoll_create1: {}",
+                    std::io::Error::last_os_error()
+                );
                 let mut ev: libc::epoll_event = std::mem::zeroed();
                 libc::epoll_wait(ep, &mut ev, 1, poll_ms);
                 libc::close(ep);

@@ -28,6 +28,7 @@ pub const SCENARIOS: &[(&str, u64)] = &[
     ("runaway_observe", 240),
     ("io_stall", 240),
     ("cpu_starvation", 150),
+    ("starved_answer", 150),
     ("livelock", 360),
     ("churn", 600),
     ("restart", 300),

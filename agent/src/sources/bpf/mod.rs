@@ -14,9 +14,9 @@ use std::collections::HashMap as StdHashMap;
 use std::time::{Duration, SystemTime};
 
 use agent_common::{
-    globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, IDLE_SYSCALLS_LEN, KIND_BLOCKED, KIND_RUNQUEUE,
-    KIND_SLEEPING, MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL,
-    UNIT_SLOT_SHARED,
+    globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, IDLE_SYSCALLS_LEN, KIND_BLOCKED,
+    KIND_RUNQUEUE, KIND_SLEEPING, MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL,
+    STAT_TASKS_FULL, UNIT_SLOT_SHARED,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
@@ -43,6 +43,10 @@ pub struct BpfConfig {
     /// path a hardened unit takes under perf_event_paranoid=3, on a host
     /// where the classic attach would work).
     pub oom_raw_only: bool,
+    /// Mark when a watched process main thread goes to sleep in a poll
+    /// syscall (see `TaskWait::idle_ns`). On by default; `bpf-bench` turns
+    /// it off to price it.
+    pub idle_marks: bool,
 }
 
 impl Default for BpfConfig {
@@ -50,6 +54,7 @@ impl Default for BpfConfig {
         BpfConfig {
             episode_threshold: Duration::from_millis(100),
             oom_raw_only: false,
+            idle_marks: true,
         }
     }
 }
@@ -327,9 +332,9 @@ fn oom_plan(
 /// work": epoll_wait, epoll_pwait, epoll_pwait2, poll, ppoll, select and
 /// pselect6. Known for x86_64 only; elsewhere idle marks stay off
 /// (`u64::MAX`), and the stall detector works as without them.
-fn idle_syscalls() -> (u64, [u64; IDLE_SYSCALLS_LEN]) {
+fn idle_syscalls(on: bool) -> (u64, [u64; IDLE_SYSCALLS_LEN]) {
     let mut list = [u64::MAX; IDLE_SYSCALLS_LEN];
-    if cfg!(target_arch = "x86_64") {
+    if on && cfg!(target_arch = "x86_64") {
         // arch/x86/include/asm/ptrace.h: 15 registers, then orig_ax.
         // arch/x86/entry/syscalls/syscall_64.tbl.
         let nrs = [232u64, 281, 441, 7, 271, 23, 270];
@@ -348,13 +353,14 @@ fn load_object(
     offsets: &Offsets,
     raw: Option<btf::RawMarkVictim>,
     threshold_ns: u64,
+    idle_marks: bool,
     btf: &Btf,
 ) -> Result<Ebpf, BpfError> {
     let o = offsets;
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
     loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
-    let (nr_offset, idle) = idle_syscalls();
+    let (nr_offset, idle) = idle_syscalls(idle_marks);
     loader.override_global(globals::SYSCALL_NR_OFFSET, &nr_offset, true);
     loader.override_global(globals::IDLE_SYSCALLS, &idle, true);
     let (task, pid, comm) = match raw {
@@ -438,7 +444,13 @@ impl Bpf {
             classic = Err("skipped (oom_raw_only)".to_string());
         }
         let offsets = classic.clone().unwrap_or(Offsets::ZERO);
-        let mut ebpf = load_object(&offsets, raw.as_ref().ok().copied(), threshold_ns, &btf)?;
+        let mut ebpf = load_object(
+            &offsets,
+            raw.as_ref().ok().copied(),
+            threshold_ns,
+            config.idle_marks,
+            &btf,
+        )?;
         attach_btf(&mut ebpf, &SCHED_PROGRAMS, &btf)?;
         let oom = attach_oom(&mut ebpf, &classic, &raw);
         let episodes: RingBuf<MapData> = take(&mut ebpf, "EPISODES")?;

@@ -126,7 +126,13 @@ pub fn probe() -> ProbeReport {
     let loaded = (|| {
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
         let offsets = classic.clone().unwrap_or(format::Offsets::ZERO);
-        let mut ebpf = load_object(&offsets, raw.as_ref().ok().copied(), 100_000_000, &btf)?;
+        let mut ebpf = load_object(
+            &offsets,
+            raw.as_ref().ok().copied(),
+            100_000_000,
+            true,
+            &btf,
+        )?;
         attach_btf(&mut ebpf, &SCHED_PROGRAMS, &btf)?;
         oom = attach_oom(&mut ebpf, &classic, &raw);
         Ok::<(), BpfError>(())
