@@ -56,6 +56,11 @@ pub const KIND_SLEEPING: u32 = 3;
 /// Per-task state only: on a CPU.
 pub const KIND_RUNNING: u32 = 0;
 
+/// `SERVE_TGIDS` value of a slot shared by more than one unit with a
+/// known serve: every process main thread of those units is checked for
+/// idle marks. 0 is a slot without any.
+pub const SERVE_SLOT_SHARED: u32 = u32::MAX;
+
 /// How many syscall numbers the `IDLE_SYSCALLS` global holds; unused
 /// entries are `u64::MAX`.
 pub const IDLE_SYSCALLS_LEN: usize = 8;

@@ -29,7 +29,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{btf_tracepoint, map},
@@ -37,7 +37,9 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use crate::shared::{bump, current_unit, global, insert_task, remove_task, tracked, HIST, TASKS};
+use crate::shared::{
+    bump, current_unit, global, insert_task, is_serve, remove_task, tracked, HIST, TASKS,
+};
 
 #[unsafe(no_mangle)]
 static EPISODE_THRESHOLD_NS: u64 = 100_000_000;
@@ -123,13 +125,18 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
             st.tid = pid_tgid as u32;
             st.tgid = (pid_tgid >> 32) as u32;
         }
-        if kind == KIND_SLEEPING && st.tid == st.tgid && in_idle_syscall() {
+        if kind == KIND_SLEEPING
+            && st.tid == st.tgid
+            && is_serve(unit, st.tgid)
+            && in_idle_syscall()
+        {
             st.idle_ns = ts;
         }
     } else {
         let pid_tgid = bpf_get_current_pid_tgid();
         let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-        let idle = kind == KIND_SLEEPING && tid == tgid && in_idle_syscall();
+        let idle =
+            kind == KIND_SLEEPING && tid == tgid && is_serve(unit, tgid) && in_idle_syscall();
         let st = TaskState {
             start_ns: ts,
             unit_cgroup_id: unit,
@@ -200,25 +207,24 @@ pub fn sched_wakeup_new(ctx: BtfTracePointContext) -> u32 {
 
 /// Whether `current`, going to sleep voluntarily, sleeps inside one of the
 /// `IDLE_SYSCALLS`: an event loop's main thread then had no ready work.
-/// Only asked for watched process main threads, so the three helper calls
-/// stay off the common path.
+/// Only asked for the main thread of a unit's serve process (`is_serve`),
+/// so the two helper calls stay off every other path.
 #[inline(always)]
 fn in_idle_syscall() -> bool {
     let off = global(&SYSCALL_NR_OFFSET);
     if off > 4096 {
         return false;
     }
-    // SAFETY: helper calls; the registers are read with a fault-safe
-    // probe read.
+    // SAFETY: helper calls, then a load through the BTF-typed `pt_regs`
+    // pointer the helper returns, at an offset the verifier knows (a frozen
+    // global) and checks against the kernel's `struct pt_regs`; such loads
+    // are fault-safe (BPF_PROBE_MEM) without a probe-read helper call.
     let nr = unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf());
-        if regs == 0 {
+        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
+        if regs.is_null() {
             return false;
         }
-        match bpf_probe_read_kernel((regs as u64).wrapping_add(off) as *const u64) {
-            Ok(nr) => nr,
-            Err(_) => return false,
-        }
+        core::ptr::read_volatile(regs.add(off as usize) as *const u64)
     };
     let list = global(&IDLE_SYSCALLS);
     let mut i = 0;

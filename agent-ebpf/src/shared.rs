@@ -4,8 +4,8 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use agent_common::{
-    task_slot, unit_slot, Hist, Levels, TaskState, MAX_LEVELS, MAX_TASKS, MAX_UNITS, STATS_LEN,
-    TASK_SLOTS_LEN, UNIT_SLOTS_LEN, UNIT_SLOT_SHARED,
+    task_slot, unit_slot, Hist, Levels, TaskState, MAX_LEVELS, MAX_TASKS, MAX_UNITS,
+    SERVE_SLOT_SHARED, STATS_LEN, TASK_SLOTS_LEN, UNIT_SLOTS_LEN, UNIT_SLOT_SHARED,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -47,6 +47,24 @@ pub static UNIT_SLOTS: Array<u64> = Array::with_max_entries(UNIT_SLOTS_LEN, 0);
 /// elsewhere has to take first.
 #[map]
 pub static TASK_SLOTS: Array<u64> = Array::with_max_entries(TASK_SLOTS_LEN, 0);
+
+/// The serve process (tgid) of each watched unit whose serve userspace
+/// knows, direct-mapped like `UNIT_SLOTS` (at `unit_slot(unit id)`; 0: none
+/// known, `SERVE_SLOT_SHARED`: several units share the slot). Only that
+/// process's main thread is checked for idle marks at its voluntary
+/// sleeps: the check costs two helper calls, an inlined array lookup here
+/// spares every other watched main thread from it.
+#[map]
+pub static SERVE_TGIDS: Array<u32> = Array::with_max_entries(UNIT_SLOTS_LEN, 0);
+
+/// Whether `tgid` (a main thread of watched unit `unit`) is the unit's
+/// serve process, or may be (shared slot).
+#[inline(always)]
+pub fn is_serve(unit: u64, tgid: u32) -> bool {
+    SERVE_TGIDS
+        .get(unit_slot(unit))
+        .is_some_and(|&t| t != 0 && (t == tgid || t == SERVE_SLOT_SHARED))
+}
 
 /// One entry: the distinct levels of the watched units.
 #[map]

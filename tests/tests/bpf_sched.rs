@@ -290,7 +290,7 @@ fn wait_and_sleep_totals_count_waits_below_the_episode_threshold() {
 }
 
 #[test]
-fn idle_mark_only_for_a_main_thread_waiting_in_a_poll_syscall() {
+fn idle_mark_only_for_the_serve_main_thread_waiting_in_a_poll_syscall() {
     require_root_bpf();
     if !cfg!(target_arch = "x86_64") {
         panic!("idle marks are only known for x86_64; this test needs one");
@@ -301,21 +301,32 @@ fn idle_mark_only_for_a_main_thread_waiting_in_a_poll_syscall() {
     let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
     bpf.watch_unit(&unit).expect("watch unit");
 
-    // 600 ms in nanosleep, then 600 ms in epoll_wait.
-    let mut child = Command::new(HELPER)
-        .args(["--join"])
-        .arg(unit_dir.join("cgroup.procs"))
-        .args(["idle", "600", "600"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn helper");
-    let pid = child.id();
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read helper");
-    assert_eq!(line.trim(), "sleeping");
+    // Two processes in the unit, each 600 ms in nanosleep, then 600 ms in
+    // epoll_wait; the first is the unit's serve.
+    let spawn = || {
+        let mut child = Command::new(HELPER)
+            .args(["--join"])
+            .arg(unit_dir.join("cgroup.procs"))
+            .args(["idle", "600", "600"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn helper");
+        let out = BufReader::new(child.stdout.take().expect("stdout"));
+        (child, out)
+    };
+    let (serve, mut serve_out) = spawn();
+    let (other, mut other_out) = spawn();
+    let line = |out: &mut BufReader<std::process::ChildStdout>| {
+        let mut l = String::new();
+        out.read_line(&mut l).expect("read helper");
+        l.trim().to_string()
+    };
+    assert_eq!(line(&mut serve_out), "sleeping");
+    assert_eq!(line(&mut other_out), "sleeping");
+    bpf.set_serve(unit.cgroup_id, Some(serve.id()))
+        .expect("set serve");
     std::thread::sleep(Duration::from_millis(300));
-    let idle_of = |bpf: &Bpf| {
+    let idle_of = |bpf: &Bpf, pid: u32| {
         let walk = bpf.walk_tasks(monotonic_ns(), Duration::from_millis(100));
         walk.main_thread_waits
             .iter()
@@ -324,22 +335,22 @@ fn idle_mark_only_for_a_main_thread_waiting_in_a_poll_syscall() {
             .idle_ns
     };
     // A nanosleep is a voluntary sleep, but no wait for work.
-    let before = idle_of(&bpf);
-    assert_eq!(before, 0, "a nanosleep was marked idle");
-    line.clear();
-    out.read_line(&mut line).expect("read helper");
-    assert_eq!(line.trim(), "polling");
+    assert_eq!(idle_of(&bpf, serve.id()), 0, "a nanosleep was marked idle");
+    assert_eq!(line(&mut serve_out), "polling");
     let polling_from = monotonic_ns();
+    assert_eq!(line(&mut other_out), "polling");
     std::thread::sleep(Duration::from_millis(300));
-    let during = idle_of(&bpf);
+    let during = idle_of(&bpf, serve.id());
+    let other_during = idle_of(&bpf, other.id());
     eprintln!(
-        "idle mark: {before} while in nanosleep, {during} in epoll_wait (poll began ~{polling_from})"
+        "idle mark in epoll_wait: serve {during}, other {other_during} (poll began ~{polling_from})"
     );
     assert!(
-        during >= polling_from.saturating_sub(50_000_000),
-        "epoll_wait not marked idle: before {before}, during {during}, poll from {polling_from}"
+        during >= polling_from.saturating_sub(50_000_000) && during <= monotonic_ns(),
+        "the serve's epoll_wait not marked idle: {during}, poll from {polling_from}"
     );
-    assert!(during <= monotonic_ns());
-    wait_ok(child);
+    assert_eq!(other_during, 0, "a process that is not the serve got marks");
+    wait_ok(serve);
+    wait_ok(other);
     bpf.unwatch_unit(&unit).expect("unwatch");
 }

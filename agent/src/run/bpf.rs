@@ -93,6 +93,15 @@ impl BpfFeed {
         }
     }
 
+    /// The unit's serve process as the model knows it now (see
+    /// `Bpf::set_serve`): only its main thread gets idle marks.
+    pub fn note_serve(&mut self, unit: &Unit, serve_pid: Option<i32>) {
+        let tgid = serve_pid.and_then(|p| u32::try_from(p).ok());
+        if let Err(e) = self.bpf.set_serve(unit.cgroup_id, tgid) {
+            tracing::warn!(user = %unit.user, "cannot mark this unit's serve for the kernel side: {e}");
+        }
+    }
+
     /// A finished episode from the ring buffer.
     pub fn episode(&mut self, e: Episode) {
         let pending = self.pending.entry(e.unit_cgroup_id).or_default();

@@ -537,7 +537,10 @@ impl Loop {
                 let serve = self.model.units.get(&unit.path).and_then(|s| s.serve_pid);
                 self.bpf
                     .as_mut()
-                    .map(|b| b.serve_episodes(unit, serve, &walk.ongoing))
+                    .map(|b| {
+                        b.note_serve(unit, serve);
+                        b.serve_episodes(unit, serve, &walk.ongoing)
+                    })
                     .unwrap_or_default()
             })
             .collect();

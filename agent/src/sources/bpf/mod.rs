@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use agent_common::{
     globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, IDLE_SYSCALLS_LEN, KIND_BLOCKED,
-    KIND_RUNQUEUE, KIND_SLEEPING, MAX_LEVELS, STAT_EPISODES, STAT_OOMS, STAT_RINGBUF_FULL,
-    STAT_TASKS_FULL, UNIT_SLOT_SHARED,
+    KIND_RUNQUEUE, KIND_SLEEPING, MAX_LEVELS, SERVE_SLOT_SHARED, STAT_EPISODES, STAT_OOMS,
+    STAT_RINGBUF_FULL, STAT_TASKS_FULL, UNIT_SLOT_SHARED,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
@@ -212,12 +212,16 @@ pub struct Bpf {
     watched: HashMap<MapData, u64, u32>,
     levels: Array<MapData, Levels>,
     unit_slots: Array<MapData, u64>,
+    serve_tgids: Array<MapData, u32>,
     tasks: HashMap<MapData, u64, TaskState>,
     hist: PerCpuHashMap<MapData, u64, Hist>,
     stats: PerCpuArray<MapData, u64>,
     ringbufs: Option<(RingBuf<MapData>, RingBuf<MapData>)>,
     /// Userspace copy of `WATCHED`: cgroup id -> level.
     units: StdHashMap<u64, u32>,
+    /// The serve process of each watched unit that has a known one (unit
+    /// cgroup id -> tgid), behind `SERVE_TGIDS`.
+    serves: StdHashMap<u64, u32>,
     /// How the OOM program is attached, or why it is not (the scheduler
     /// programs work without it; OOM kills then show only in
     /// `memory.events`).
@@ -459,11 +463,13 @@ impl Bpf {
             watched: take(&mut ebpf, "WATCHED")?,
             levels: take(&mut ebpf, "LEVELS")?,
             unit_slots: take(&mut ebpf, "UNIT_SLOTS")?,
+            serve_tgids: take(&mut ebpf, "SERVE_TGIDS")?,
             tasks: take(&mut ebpf, "TASKS")?,
             hist: take(&mut ebpf, "HIST")?,
             stats: take(&mut ebpf, "STATS")?,
             ringbufs: Some((episodes, ooms)),
             units: StdHashMap::new(),
+            serves: StdHashMap::new(),
             oom,
             _ebpf: ebpf,
         })
@@ -523,6 +529,7 @@ impl Bpf {
         // agent-ebpf/src/shared.rs): a slot never points at a unit missing
         // from `WATCHED`, and never hides one still in it.
         self.set_unit_slot(id, &self.units.clone())?;
+        self.set_serve(id, None)?;
         // A missing key (e.g. already gone) is fine here.
         let _ = self.watched.remove(&id);
         let _ = self.hist.remove(&id);
@@ -546,6 +553,35 @@ impl Bpf {
             let _ = self.tasks.remove(&task);
         }
         Ok(())
+    }
+
+    /// Tells the kernel side which process is a watched unit's serve
+    /// (`None`: not known, or the unit is going away), so that only its
+    /// main thread pays for idle marks. Cheap when nothing changed: call it
+    /// every pass.
+    pub fn set_serve(&mut self, unit_cgroup_id: u64, tgid: Option<u32>) -> Result<(), BpfError> {
+        let tgid = tgid.filter(|&t| t != 0 && t != SERVE_SLOT_SHARED);
+        if self.serves.get(&unit_cgroup_id).copied() == tgid {
+            return Ok(());
+        }
+        match tgid {
+            Some(t) if self.units.contains_key(&unit_cgroup_id) => {
+                self.serves.insert(unit_cgroup_id, t);
+            }
+            _ => {
+                self.serves.remove(&unit_cgroup_id);
+            }
+        }
+        self.serve_tgids
+            .set(
+                unit_slot(unit_cgroup_id),
+                serve_slot_value(unit_cgroup_id, &self.serves),
+                0,
+            )
+            .map_err(|source| BpfError::Map {
+                name: "SERVE_TGIDS",
+                source,
+            })
     }
 
     /// Writes the `UNIT_SLOTS` slot of `id` from the watched set `units`:
@@ -694,6 +730,21 @@ fn unit_slot_value(id: u64, units: &StdHashMap<u64, u32>) -> u64 {
     }
 }
 
+/// The `SERVE_TGIDS` value at the slot of unit `id`, from the known serves
+/// (unit id -> tgid): 0, the one serve there, or `SERVE_SLOT_SHARED`.
+fn serve_slot_value(id: u64, serves: &StdHashMap<u64, u32>) -> u32 {
+    let slot = unit_slot(id);
+    let mut there = serves
+        .iter()
+        .filter(|(u, _)| unit_slot(**u) == slot)
+        .map(|(_, t)| *t);
+    match (there.next(), there.next()) {
+        (None, _) => 0,
+        (Some(t), None) => t,
+        (Some(_), Some(_)) => SERVE_SLOT_SHARED,
+    }
+}
+
 /// The distinct levels in use, as the kernel side wants them.
 fn levels_of(units: &StdHashMap<u64, u32>) -> Result<Levels, BpfError> {
     let mut levels = Levels::default();
@@ -763,6 +814,20 @@ mod tests {
         assert_eq!(unit_slot_value(7 + len, &units), UNIT_SLOT_SHARED);
         units.remove(&7);
         assert_eq!(unit_slot_value(7, &units), 7 + len);
+    }
+
+    #[test]
+    fn serve_slots_are_exact_or_shared() {
+        let len = u64::from(agent_common::UNIT_SLOTS_LEN);
+        let mut serves = StdHashMap::new();
+        assert_eq!(serve_slot_value(7, &serves), 0);
+        serves.insert(7, 4242);
+        assert_eq!(serve_slot_value(7, &serves), 4242);
+        assert_eq!(serve_slot_value(8, &serves), 0);
+        serves.insert(7 + len, 99);
+        assert_eq!(serve_slot_value(7, &serves), SERVE_SLOT_SHARED);
+        serves.remove(&7);
+        assert_eq!(serve_slot_value(7, &serves), 99);
     }
 
     #[test]
