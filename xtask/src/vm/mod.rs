@@ -44,26 +44,7 @@ pub const PACKAGE_SCENARIO: &str = "package";
 /// but only if every failed check is an agent check (a failed infra check —
 /// the scenario did not really happen — always fails the suite). Remove a
 /// line as soon as the agent meets the scenario's figures.
-pub const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "cpu_starvation",
-        "flaky under host load: before the gap bridges of 2026-11-23 (issue 5) 1 failure in \
-         5 full runs (a 9.9 s window against a 13.4 s heartbeat gap); with the bridges and 4 \
-         burners 3 passes in 4 runs (12.8/13.5/13.8 s windows against 13.0/13.8/14.0 s gaps) \
-         while two other builds loaded the 2-core host to 5-6; the failing run gave 6.8 s \
-         against 13.8 s. A passing run still shows PASS",
-    ),
-    (
-        "io_stall",
-        "flaky under host load: before the gap bridges of 2026-11-23 (issue 5) 1 failure in \
-         5 full runs (the chain broke into 7.9/1.0/11.0/1.0/1.0/3.0 s windows against a \
-         26.9 s gap); with the bridges 5 passes in 7 runs (windows within 0.2-1.5 s of the \
-         gap) while the 2-core host had load 5-6, the failing ones ending early at 17.4 and \
-         10.9 s. The agent now logs why each window ended (\"stall window ended: ...\" with \
-         the serve thread's last interval) in share/out/agent-journal.txt. A passing run \
-         still shows PASS",
-    ),
-];
+pub const KNOWN_FAILURES: &[(&str, &str)] = &[];
 
 /// Parsed `cargo xtask vm` flags.
 #[derive(Debug, Default)]
