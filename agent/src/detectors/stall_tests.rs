@@ -684,7 +684,9 @@ fn going_idle_once_splits_a_starved_window_where_clients_got_an_answer() {
             long.iter().all(|w| w.class == Class::Short),
             "dt {dt}: {ws:?}"
         );
-        assert!(long[0].end.unwrap() <= 100.0 + 7.0 * 1.022 + 0.9 + 1e-6);
+        assert!(long[0]
+            .end
+            .is_some_and(|e| e <= 100.0 + 7.0 * 1.022 + 0.9 + 1e-6));
     }
     let mut segs = throttled_loop(0.12, 0.002, 7);
     segs.push((Seg::Run, 0.002));
