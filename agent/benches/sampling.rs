@@ -3,7 +3,10 @@
 //! and the running agent's RSS and CPU on that tree. Prints figures; asserts
 //! nothing. Run: `cargo bench -p t3pressure --bench sampling`.
 //! With `BENCH_HOLD=<seconds>` the agent is left running that long after
-//! the figures (its URL printed) for a load test such as `wrk`.
+//! the figures (its URL printed) for a load test such as `wrk`. With
+//! `BENCH_ONLY=pass` only the sampling passes run, with `BENCH_ONLY=quiet`
+//! only the quiet agent ticks (for `perf` or `strace -c`; `BENCH_PASSES`
+//! sets their number, 200 by default).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -23,6 +26,13 @@ use t3pressure::testing::FakeCgroupTree;
 const UNITS: usize = 100;
 const PROCS: usize = 20;
 const PASSES: u32 = 200;
+
+fn passes() -> u32 {
+    std::env::var("BENCH_PASSES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(PASSES)
+}
 
 fn cpu_time() -> Duration {
     let mut ts = libc::timespec {
@@ -101,21 +111,28 @@ fn main() {
         assert_eq!(v.len(), UNITS);
         assert_eq!(v[0].procs.len(), PROCS);
     }
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let n = if only == "quiet" { 0 } else { passes() };
     let (c0, w0) = (cpu_time(), Instant::now());
-    for _ in 0..PASSES {
+    for _ in 0..n {
         std::hint::black_box(pass(&mut sampler, &units));
     }
-    per_pass(
-        "sampling pass (reads + parse)",
-        cpu_time() - c0,
-        w0.elapsed(),
-        PASSES,
-    );
+    if n > 0 {
+        per_pass(
+            "sampling pass (reads + parse)",
+            cpu_time() - c0,
+            w0.elapsed(),
+            n,
+        );
+    }
     assert!(
         sampler.errors.counts().is_empty(),
         "{:?}",
         sampler.errors.counts()
     );
+    if only == "pass" {
+        return;
+    }
 
     // 2. A whole agent tick: reads, model update, metrics update.
     let metrics = Metrics::new("bench").expect("metrics");
@@ -159,17 +176,21 @@ fn main() {
     for _ in 0..3 {
         tick(&mut model, &mut sampler);
     }
-    let ticks = PASSES / 4;
-    let (c0, w0) = (cpu_time(), Instant::now());
-    for _ in 0..ticks {
-        tick(&mut model, &mut sampler);
+    let mut ticks = PASSES / 4;
+    if only != "quiet" {
+        let (c0, w0) = (cpu_time(), Instant::now());
+        for _ in 0..ticks {
+            tick(&mut model, &mut sampler);
+        }
+        per_pass(
+            "agent tick, units at 65% of max (all procs)",
+            cpu_time() - c0,
+            w0.elapsed(),
+            ticks,
+        );
+    } else {
+        ticks = passes();
     }
-    per_pass(
-        "agent tick, units at 65% of max (all procs)",
-        cpu_time() - c0,
-        w0.elapsed(),
-        ticks,
-    );
     // The devvm's MemoryMax=16G: the same units are quiet (2 % used).
     for u in &units {
         tree.set(&u.user, "memory.max", "17179869184\n");
@@ -184,6 +205,9 @@ fn main() {
         w0.elapsed(),
         ticks,
     );
+    if only == "quiet" {
+        return;
+    }
     let (c0, w0) = (cpu_time(), Instant::now());
     for _ in 0..ticks {
         std::hint::black_box(metrics.render());
