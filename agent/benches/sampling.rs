@@ -164,8 +164,7 @@ fn main() {
         sampler.end_pass();
         for (u, s) in samples {
             let Some(s) = s else { continue };
-            model.update_unit(&u.path, s, now);
-            if let Some(st) = model.units.get(&u.path) {
+            if let Some(st) = model.update_unit(&u.path, s, now) {
                 metrics.update_unit(st);
             }
         }
