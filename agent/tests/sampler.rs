@@ -323,3 +323,53 @@ fn quick_pass_reads_what_detectors_need_and_skips_the_rest() {
     assert_eq!(full.memory_stat, None);
     assert_eq!(s.errors.counts().get("memory.stat"), Some(&1));
 }
+
+/// A unit read through its cached directory is not listed while its link
+/// count says it has no subdirectories; child cgroups made or removed later
+/// change that count, on tmpfs (as kernfs) and on the temp dir's file system.
+#[test]
+fn child_cgroups_appearing_and_going_on_cached_passes() {
+    let mut trees = vec![FakeCgroupTree::new()];
+    if Path::new("/dev/shm").is_dir() {
+        trees.push(FakeCgroupTree::new_in(Path::new("/dev/shm")));
+    }
+    for tree in &trees {
+        let path = tree.unit("alice");
+        tree.process(&path, 500, 1, "node", 50_000);
+        let unit = unit_of(tree, &path);
+        let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+        let pids = |s: &mut Sampler| {
+            let mut v: Vec<(i32, String)> = s
+                .sample_unit(&unit)
+                .expect("present")
+                .procs
+                .iter()
+                .map(|p| (p.pid, p.cgroup.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        for _ in 0..2 {
+            assert_eq!(pids(&mut s).len(), 1);
+        }
+        let alone = s.fds_held();
+        let a1 = tree.child_cgroup("alice", "agents/a1");
+        tree.process(&a1, 501, 500, "claude", 70_000);
+        let found = pids(&mut s);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[1].1.ends_with("t3-serve@alice.service/agents/a1"));
+        let deep = tree.child_cgroup("alice", "agents/a1/tool");
+        tree.process(&deep, 502, 501, "python3", 10_000);
+        let found = pids(&mut s);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[2].1.ends_with("agents/a1/tool"));
+        tree.remove_process(501).expect("rm proc");
+        tree.remove_process(502).expect("rm proc");
+        std::fs::remove_dir_all(path.join("agents")).expect("rm child");
+        let left = pids(&mut s);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].0, 500);
+        assert_eq!(s.fds_held(), alone, "the children's descriptors closed");
+        assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
+    }
+}
