@@ -36,8 +36,8 @@ fn captured_unit_with_processes_in_child_cgroups() {
         .iter()
         .find(|p| p.pid == 101)
         .expect("child process");
-    assert_eq!(agent.comm, "claude");
-    assert_eq!(agent.argv0, "claude", "argv0 only");
+    assert_eq!(&*agent.comm, "claude");
+    assert_eq!(&*agent.argv0, "claude", "argv0 only");
     assert_eq!(agent.rss_anon, 300_000 * 1024);
     assert!(
         agent.cgroup.ends_with("t3-serve@alice.service/agents/a1"),
@@ -237,10 +237,7 @@ fn recycled_pid_never_gets_the_old_process_data() {
     let mut s = Sampler::new(&tree.root(), &tree.proc_root());
     let first = s.sample_unit(&unit).expect("present");
     let old = first.procs.iter().find(|p| p.pid == 301).expect("301");
-    assert_eq!(
-        (old.rss_anon, old.argv0.as_str()),
-        (60_000 * 1024, "claude")
-    );
+    assert_eq!((old.rss_anon, &*old.argv0), (60_000 * 1024, "claude"));
     // 301 exits (its open statm now reads nothing, as procfs answers
     // ESRCH) and a new process gets the number, with the same comm but
     // another command line.
@@ -250,7 +247,7 @@ fn recycled_pid_never_gets_the_old_process_data() {
     let second = s.sample_unit(&unit).expect("present");
     let new = second.procs.iter().find(|p| p.pid == 301).expect("301");
     assert_eq!(new.rss_anon, 8 * 1024, "the new process's statm");
-    assert_eq!(new.argv0, "other-agent", "its identity re-read");
+    assert_eq!(&*new.argv0, "other-agent", "its identity re-read");
     assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
 }
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::cgroupfs::{flat, is_vanished, keyed, procs, psi, ParseError, ReadError};
@@ -59,8 +60,9 @@ const HOST_FILES: [&str; 4] = ["pressure/memory", "pressure/io", "pressure/cpu",
 struct CgroupFds {
     dir: Slot,
     procs: Slot,
-    /// `/system.slice/.../t3-serve@alice.service/agents/a1`
-    cgroup: String,
+    /// `/system.slice/.../t3-serve@alice.service/agents/a1`, shared by the
+    /// samples of its processes.
+    cgroup: Arc<str>,
     seen: u64,
 }
 
@@ -151,9 +153,9 @@ fn evict(units: &mut HashMap<PathBuf, UnitFds>, budget: &mut FdBudget) {
 }
 
 /// `/` + the path below the cgroup root, as `/proc/PID/cgroup` shows it.
-fn cgroup_label(root: &Path, dir: &Path) -> String {
+fn cgroup_label(root: &Path, dir: &Path) -> Arc<str> {
     let rel = dir.strip_prefix(root).unwrap_or(dir);
-    format!("/{}", rel.display())
+    format!("/{}", rel.display()).into()
 }
 
 /// The sampler's parts one unit's reads borrow.
@@ -570,7 +572,7 @@ fn sample_procs(
             fds.children
                 .entry(rel.clone())
                 .or_insert_with(|| CgroupFds {
-                    cgroup: format!("{}/{}", fds.own.cgroup, rel.display()),
+                    cgroup: format!("{}/{}", fds.own.cgroup, rel.display()).into(),
                     ..CgroupFds::default()
                 })
         };
