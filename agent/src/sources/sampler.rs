@@ -130,8 +130,8 @@ impl UnitFds {
 }
 
 /// Frees descriptors of the units in `units` (not the one being read, which
-/// is out of the map meanwhile) until the budget holds: process
-/// descriptors first, then cgroup files.
+/// is out of its entry meanwhile: an empty placeholder is left there) until
+/// the budget holds: process descriptors first, then cgroup files.
 fn evict(units: &mut HashMap<PathBuf, UnitFds>, budget: &mut FdBudget) {
     for u in units.values_mut() {
         if !budget.over() {
@@ -334,7 +334,14 @@ impl Sampler {
     /// Like `sample_unit`; with `with_procs == false` the processes are not
     /// read (`procs_skipped`), which is most of a pass's cost.
     pub fn sample_unit_with(&mut self, unit: &Unit, with_procs: bool) -> Option<UnitSample> {
-        let mut fds = self.units.remove(&unit.path).unwrap_or_default();
+        // Taken out of its entry for the reads (which borrow the other
+        // units for eviction) and put back after: not removed and inserted
+        // again, which copied the path (an allocation) per unit per pass.
+        let mut fds = self
+            .units
+            .get_mut(&unit.path)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if fds.cgroup_id != unit.cgroup_id || !fds.own.dir.is_open() {
             // New, restarted under the same path (a new cgroup), or read
             // without a cached directory: start from names.
@@ -350,11 +357,17 @@ impl Sampler {
         }
         match outcome {
             Outcome::Sample(s) => {
-                self.units.insert(unit.path.clone(), fds);
+                match self.units.get_mut(&unit.path) {
+                    Some(entry) => *entry = fds,
+                    None => {
+                        self.units.insert(unit.path.clone(), fds);
+                    }
+                }
                 Some(*s)
             }
             Outcome::Vanished | Outcome::Stale => {
                 fds.close(&mut self.budget);
+                self.units.remove(&unit.path);
                 None
             }
         }
