@@ -203,11 +203,15 @@ impl Model {
         now: Instant,
         normal_interval: Duration,
     ) -> Vec<(Arc<Unit>, bool)> {
-        self.units
-            .values()
-            .filter(|u| u.next_due <= now)
-            .map(|u| (Arc::clone(&u.unit), u.wants_procs(normal_interval)))
-            .collect()
+        // Sized for all (most are due each pass): no doubling from 4 up.
+        let mut due = Vec::with_capacity(self.units.len());
+        due.extend(
+            self.units
+                .values()
+                .filter(|u| u.next_due <= now)
+                .map(|u| (Arc::clone(&u.unit), u.wants_procs(normal_interval))),
+        );
+        due
     }
 
     /// The earliest next-due time of any unit.

@@ -574,6 +574,9 @@ fn sample_procs(
     fds.proc_passes += 1;
     let pass = fds.proc_passes;
     let unit = r.unit;
+    // As many as last time, most likely: one allocation, not a doubling
+    // per power of two.
+    s.procs.reserve(fds.pids.len());
     let mut stack = vec![PathBuf::new()];
     let mut found = false;
     let mut pids_buf: Vec<i32> = Vec::new();
