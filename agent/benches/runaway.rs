@@ -264,6 +264,6 @@ fn proc(pid: i32, comm: &str, anon: f64, growth: Option<f64>) -> ProcInput {
         argv0: comm.into(),
         rss_anon: anon as u64,
         anon_growth: growth,
-        cgroup: String::new(),
+        cgroup: "".into(),
     }
 }

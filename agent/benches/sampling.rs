@@ -164,8 +164,7 @@ fn main() {
         sampler.end_pass();
         for (u, s) in samples {
             let Some(s) = s else { continue };
-            model.update_unit(&u.path, s, now);
-            if let Some(st) = model.units.get(&u.path) {
+            if let Some(st) = model.update_unit(&u.path, s, now) {
                 metrics.update_unit(st);
             }
         }
@@ -354,10 +353,11 @@ fn real_procfs() {
     let mut reader = ProcReader::new(Path::new("/proc"));
     let mut budget = FdBudget::new(4 * pids.len() + 16);
     let mut slots: Vec<ProcSlot> = pids.iter().map(|_| ProcSlot::default()).collect();
+    let cgroup: std::sync::Arc<str> = "/".into();
     let mut pass = |reader: &mut ProcReader, slots: &mut [ProcSlot]| {
         let mut n = 0;
         for (pid, slot) in pids.iter().zip(slots.iter_mut()) {
-            if let Ok(Some(p)) = reader.read(*pid, "/", slot, &mut budget, &mut |_| {}) {
+            if let Ok(Some(p)) = reader.read(*pid, &cgroup, slot, &mut budget, &mut |_| {}) {
                 n += 1;
                 std::hint::black_box(p);
             }

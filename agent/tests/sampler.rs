@@ -36,8 +36,8 @@ fn captured_unit_with_processes_in_child_cgroups() {
         .iter()
         .find(|p| p.pid == 101)
         .expect("child process");
-    assert_eq!(agent.comm, "claude");
-    assert_eq!(agent.argv0, "claude", "argv0 only");
+    assert_eq!(&*agent.comm, "claude");
+    assert_eq!(&*agent.argv0, "claude", "argv0 only");
     assert_eq!(agent.rss_anon, 300_000 * 1024);
     assert!(
         agent.cgroup.ends_with("t3-serve@alice.service/agents/a1"),
@@ -237,10 +237,7 @@ fn recycled_pid_never_gets_the_old_process_data() {
     let mut s = Sampler::new(&tree.root(), &tree.proc_root());
     let first = s.sample_unit(&unit).expect("present");
     let old = first.procs.iter().find(|p| p.pid == 301).expect("301");
-    assert_eq!(
-        (old.rss_anon, old.argv0.as_str()),
-        (60_000 * 1024, "claude")
-    );
+    assert_eq!((old.rss_anon, &*old.argv0), (60_000 * 1024, "claude"));
     // 301 exits (its open statm now reads nothing, as procfs answers
     // ESRCH) and a new process gets the number, with the same comm but
     // another command line.
@@ -250,7 +247,7 @@ fn recycled_pid_never_gets_the_old_process_data() {
     let second = s.sample_unit(&unit).expect("present");
     let new = second.procs.iter().find(|p| p.pid == 301).expect("301");
     assert_eq!(new.rss_anon, 8 * 1024, "the new process's statm");
-    assert_eq!(new.argv0, "other-agent", "its identity re-read");
+    assert_eq!(&*new.argv0, "other-agent", "its identity re-read");
     assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
 }
 
@@ -322,4 +319,54 @@ fn quick_pass_reads_what_detectors_need_and_skips_the_rest() {
     assert!(!full.details_skipped);
     assert_eq!(full.memory_stat, None);
     assert_eq!(s.errors.counts().get("memory.stat"), Some(&1));
+}
+
+/// A unit read through its cached directory is not listed while its link
+/// count says it has no subdirectories; child cgroups made or removed later
+/// change that count, on tmpfs (as kernfs) and on the temp dir's file system.
+#[test]
+fn child_cgroups_appearing_and_going_on_cached_passes() {
+    let mut trees = vec![FakeCgroupTree::new()];
+    if Path::new("/dev/shm").is_dir() {
+        trees.push(FakeCgroupTree::new_in(Path::new("/dev/shm")));
+    }
+    for tree in &trees {
+        let path = tree.unit("alice");
+        tree.process(&path, 500, 1, "node", 50_000);
+        let unit = unit_of(tree, &path);
+        let mut s = Sampler::new(&tree.root(), &tree.proc_root());
+        let pids = |s: &mut Sampler| {
+            let mut v: Vec<(i32, String)> = s
+                .sample_unit(&unit)
+                .expect("present")
+                .procs
+                .iter()
+                .map(|p| (p.pid, p.cgroup.to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        for _ in 0..2 {
+            assert_eq!(pids(&mut s).len(), 1);
+        }
+        let alone = s.fds_held();
+        let a1 = tree.child_cgroup("alice", "agents/a1");
+        tree.process(&a1, 501, 500, "claude", 70_000);
+        let found = pids(&mut s);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[1].1.ends_with("t3-serve@alice.service/agents/a1"));
+        let deep = tree.child_cgroup("alice", "agents/a1/tool");
+        tree.process(&deep, 502, 501, "python3", 10_000);
+        let found = pids(&mut s);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[2].1.ends_with("agents/a1/tool"));
+        tree.remove_process(501).expect("rm proc");
+        tree.remove_process(502).expect("rm proc");
+        std::fs::remove_dir_all(path.join("agents")).expect("rm child");
+        let left = pids(&mut s);
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert_eq!(left[0].0, 500);
+        assert_eq!(s.fds_held(), alone, "the children's descriptors closed");
+        assert!(s.errors.counts().is_empty(), "{:?}", s.errors.counts());
+    }
 }

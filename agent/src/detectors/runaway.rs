@@ -6,6 +6,7 @@
 //! `detectors::Detectors`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -25,45 +26,21 @@ const HOST_GUARD_MAX_AGE_S: f64 = 5.0;
 /// Growth below this (bytes/s) does not make a process the stall culprit.
 const CULPRIT_MIN_GROWTH: f64 = 1024.0 * 1024.0;
 
-/// One process of a unit, as the policy needs it.
-#[derive(Debug, PartialEq)]
+/// One process of a unit, as the policy needs it. The strings are the
+/// sample's, shared (`Arc<str>`): building the input and the policy's copy
+/// of every unit's input each pass (`last_input`; cloning `String`s there
+/// was ~12 % of the agent's CPU at 100 units) copy reference counts.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProcInput {
     pub pid: i32,
     pub start_time: u64,
-    pub comm: String,
-    pub argv0: String,
+    pub comm: Arc<str>,
+    pub argv0: Arc<str>,
     pub rss_anon: u64,
     /// Robust slope of anon RSS (bytes/s); `None` until enough samples.
     pub anon_growth: Option<f64>,
     /// Cgroup v2 path from `/proc/PID/cgroup`, re-checked by the killer.
-    pub cgroup: String,
-}
-
-/// By hand for `clone_from`, which reuses the strings' buffers: the policy
-/// keeps a copy of every unit's input each pass (`last_input`), and cloning
-/// them afresh was ~12 % of the agent's CPU at 100 units (perf).
-impl Clone for ProcInput {
-    fn clone(&self) -> Self {
-        ProcInput {
-            pid: self.pid,
-            start_time: self.start_time,
-            comm: self.comm.clone(),
-            argv0: self.argv0.clone(),
-            rss_anon: self.rss_anon,
-            anon_growth: self.anon_growth,
-            cgroup: self.cgroup.clone(),
-        }
-    }
-
-    fn clone_from(&mut self, source: &Self) {
-        self.pid = source.pid;
-        self.start_time = source.start_time;
-        self.comm.clone_from(&source.comm);
-        self.argv0.clone_from(&source.argv0);
-        self.rss_anon = source.rss_anon;
-        self.anon_growth = source.anon_growth;
-        self.cgroup.clone_from(&source.cgroup);
-    }
+    pub cgroup: Arc<str>,
 }
 
 impl ProcInput {
@@ -71,11 +48,11 @@ impl ProcInput {
         ProcInput {
             pid: p.pid,
             start_time: p.start_time,
-            comm: p.comm.clone(),
-            argv0: p.argv0.clone(),
+            comm: Arc::clone(&p.comm),
+            argv0: Arc::clone(&p.argv0),
             rss_anon: p.rss_anon,
             anon_growth,
-            cgroup: p.cgroup.clone(),
+            cgroup: Arc::clone(&p.cgroup),
         }
     }
 }
@@ -98,7 +75,9 @@ pub struct UnitInput {
     pub procs: Vec<ProcInput>,
 }
 
-/// By hand for `clone_from` (see `ProcInput`'s).
+/// By hand for `clone_from`, which reuses the user's and the process
+/// list's buffers: the policy keeps a copy of every unit's input each pass
+/// (`last_input`).
 impl Clone for UnitInput {
     fn clone(&self) -> Self {
         UnitInput {
@@ -185,8 +164,8 @@ impl Decision {
         KillTarget {
             pid: self.target.pid,
             start_time: self.target.start_time,
-            cgroup: (!self.target.cgroup.is_empty()).then(|| self.target.cgroup.clone()),
-            comm: self.target.comm.clone(),
+            cgroup: (!self.target.cgroup.is_empty()).then(|| self.target.cgroup.to_string()),
+            comm: self.target.comm.to_string(),
         }
     }
 
@@ -197,8 +176,8 @@ impl Decision {
             action,
             reason: self.reason,
             pid: self.target.pid,
-            comm: self.target.comm.clone(),
-            argv0: self.target.argv0.clone(),
+            comm: self.target.comm.to_string(),
+            argv0: self.target.argv0.to_string(),
             start_time: self.target.start_time,
             rss_anon: self.target.rss_anon,
             anon_growth_bytes_per_second: self.target.anon_growth.unwrap_or(0.0),
@@ -255,9 +234,9 @@ impl RunawayPolicy {
             return true;
         }
         let base = p.argv0.rsplit('/').next().unwrap_or(&p.argv0);
-        self.protect.is_match(&p.comm)
+        self.protect.is_match(&*p.comm)
             || (!p.argv0.is_empty()
-                && (self.protect.is_match(&p.argv0) || self.protect.is_match(base)))
+                && (self.protect.is_match(&*p.argv0) || self.protect.is_match(base)))
     }
 
     /// The unit's largest anon consumer that is not protected.
@@ -452,7 +431,7 @@ pub fn pick_culprit(procs: &[ProcInput]) -> Option<Culprit> {
     let p = growing.or_else(|| procs.iter().max_by_key(|p| p.rss_anon))?;
     Some(Culprit {
         pid: p.pid,
-        comm: p.comm.clone(),
+        comm: p.comm.to_string(),
         rss_anon: p.rss_anon,
     })
 }

@@ -8,11 +8,11 @@ pub(crate) fn proc(pid: i32, comm: &str, rss_anon: u64, growth: f64) -> ProcInpu
     ProcInput {
         pid,
         start_time: 1000 + pid as u64,
-        comm: comm.to_string(),
-        argv0: format!("/usr/bin/{comm}"),
+        comm: comm.into(),
+        argv0: format!("/usr/bin/{comm}").into(),
         rss_anon,
         anon_growth: Some(growth),
-        cgroup: "/system.slice/t3-serve@alice.service".to_string(),
+        cgroup: "/system.slice/t3-serve@alice.service".into(),
     }
 }
 

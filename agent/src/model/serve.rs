@@ -66,14 +66,14 @@ mod tests {
             pid,
             ppid,
             uid: 1000,
-            comm: comm.to_string(),
-            argv0: format!("/usr/bin/{comm}"),
+            comm: comm.into(),
+            argv0: format!("/usr/bin/{comm}").into(),
             rss_anon: 0,
             rss_file: 0,
             rss_shmem: 0,
             state: 'S',
             start_time,
-            cgroup: "/system.slice/t3-serve@alice.service".to_string(),
+            cgroup: "/system.slice/t3-serve@alice.service".into(),
         }
     }
 
@@ -90,7 +90,7 @@ mod tests {
     #[test]
     fn oldest_and_shallowest_wins_among_several_roots() {
         let mut scoped = proc(50, 1, "helper", 5);
-        scoped.cgroup.push_str("/scope");
+        scoped.cgroup = format!("{}/scope", scoped.cgroup).into();
         let procs = vec![scoped, proc(120, 1, "node", 12), proc(110, 1, "node", 11)];
         assert_eq!(find_serve(&procs, None), Some(110));
     }

@@ -203,11 +203,15 @@ impl Model {
         now: Instant,
         normal_interval: Duration,
     ) -> Vec<(Arc<Unit>, bool)> {
-        self.units
-            .values()
-            .filter(|u| u.next_due <= now)
-            .map(|u| (Arc::clone(&u.unit), u.wants_procs(normal_interval)))
-            .collect()
+        // Sized for all (most are due each pass): no doubling from 4 up.
+        let mut due = Vec::with_capacity(self.units.len());
+        due.extend(
+            self.units
+                .values()
+                .filter(|u| u.next_due <= now)
+                .map(|u| (Arc::clone(&u.unit), u.wants_procs(normal_interval))),
+        );
+        due
     }
 
     /// The earliest next-due time of any unit.
@@ -217,12 +221,19 @@ impl Model {
 
     /// Records a unit's sample and schedules its next one, keeping the
     /// phase (no drift) unless it fell more than one interval behind.
-    pub fn update_unit(&mut self, path: &Path, sample: UnitSample, now: Instant) {
-        if let Some(u) = self.units.get_mut(path) {
-            u.update(sample, self.serve_matcher.as_ref());
-            let next = u.next_due + u.interval;
-            u.next_due = if next <= now { now + u.interval } else { next };
-        }
+    /// Returns the updated state (`None` for a unit not watched), so that
+    /// callers need not look it up again.
+    pub fn update_unit(
+        &mut self,
+        path: &Path,
+        sample: UnitSample,
+        now: Instant,
+    ) -> Option<&UnitState> {
+        let u = self.units.get_mut(path)?;
+        u.update(sample, self.serve_matcher.as_ref());
+        let next = u.next_due + u.interval;
+        u.next_due = if next <= now { now + u.interval } else { next };
+        Some(u)
     }
 
     /// HOOK(detectors): a detector asks for faster (or normal) sampling of a
@@ -355,8 +366,7 @@ mod tests {
             } else {
                 s.procs_skipped = true;
             }
-            m.update_unit(&path, s, at);
-            let u = m.units.get(&path).expect("unit");
+            let u = m.update_unit(&path, s, at).expect("unit");
             assert_eq!(
                 u.latest.as_ref().expect("latest").procs.len(),
                 1,
@@ -412,7 +422,18 @@ mod tests {
         let mut m = Model::default();
         m.add_unit(unit(), Duration::from_secs(1), t0);
         let path = unit().path;
-        m.update_unit(&path, UnitSample::empty(t0, SystemTime::now()), t0);
+        assert!(m
+            .update_unit(&path, UnitSample::empty(t0, SystemTime::now()), t0)
+            .is_some());
+        assert!(
+            m.update_unit(
+                Path::new("/cg/other"),
+                UnitSample::empty(t0, SystemTime::now()),
+                t0
+            )
+            .is_none(),
+            "not watched"
+        );
         assert_eq!(m.next_due(), Some(t0 + Duration::from_secs(1)));
         m.set_interval(&path, Duration::from_millis(100), t0);
         assert_eq!(m.next_due(), Some(t0 + Duration::from_millis(100)));

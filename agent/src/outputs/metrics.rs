@@ -3,11 +3,13 @@
 //! sampling pass, with small recording methods for the parts that detect
 //! stalls, OOM kills and runaways. Series of a stopped unit are removed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
 
+use prometheus::core::{Atomic, GenericCounter, GenericCounterVec, GenericGauge, GenericGaugeVec};
 use prometheus::{
-    CounterVec, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, CounterVec, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use super::log2_histogram::Log2Histograms;
@@ -28,6 +30,24 @@ pub enum SchedHistogram {
     RunqueueWait,
     /// `t3pressure_sched_blocked_seconds` (D state)
     Blocked,
+}
+
+/// A user's series that `update_unit` sets each pass, looked up once and
+/// kept: `with_label_values` hashes the label values and takes the vec's
+/// lock, 17 times per unit per pass before. `None`: the series is not there
+/// (not set yet, or removed because the value is unknown). Only
+/// `update_unit` and `remove_unit` create or remove these series, so a kept
+/// handle is always the registered one.
+#[derive(Default)]
+struct UnitSeries {
+    /// memory current, max, high, peak, anon, file.
+    memory: [Option<IntGauge>; 6],
+    /// `MEMORY_EVENTS` order.
+    events: [Option<IntCounter>; 6],
+    /// memory, io, cpu waiting; memory, io stalled.
+    pressure: [Option<Counter>; 5],
+    growth: Option<Gauge>,
+    time_to_max: Option<Gauge>,
 }
 
 /// All metrics. Cheap to share (`Arc<Metrics>`): every method takes `&self`.
@@ -60,6 +80,8 @@ pub struct Metrics {
     sample_duration: Histogram,
     sample_interval: prometheus::Gauge,
     read_errors: IntCounterVec,
+    /// By user.
+    unit_series: Mutex<HashMap<String, UnitSeries>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -280,6 +302,7 @@ impl Metrics {
             runqueue_wait,
             blocked,
             registry: r,
+            unit_series: Mutex::default(),
         };
         m.registry.register(Box::new(m.runqueue_wait.clone()))?;
         m.registry.register(Box::new(m.blocked.clone()))?;
@@ -319,6 +342,10 @@ impl Metrics {
 
     /// A unit stopped: every series with its user label goes.
     pub fn remove_unit(&self, user: &str, unit: &str) {
+        self.unit_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(user);
         let _ = self.unit_info.remove_label_values(&[user, unit]);
         for v in [
             &self.memory_current,
@@ -367,18 +394,25 @@ impl Metrics {
     pub fn update_unit(&self, u: &UnitState) {
         let user = u.unit.user.as_str();
         let Some(s) = &u.latest else { return };
-        let set_opt = |v: &IntGaugeVec, x: Option<u64>| match x {
-            Some(x) => v.with_label_values(&[user]).set(to_i64(x)),
-            None => {
-                let _ = v.remove_label_values(&[user]);
-            }
-        };
-        set_opt(&self.memory_current, s.memory_current);
-        set_opt(&self.memory_max, s.memory_max.and_then(|l| l.bytes()));
-        set_opt(&self.memory_high, s.memory_high.and_then(|l| l.bytes()));
-        set_opt(&self.memory_peak, s.memory_peak);
-        set_opt(&self.memory_anon, s.memory_stat.map(|m| m.anon));
-        set_opt(&self.memory_file, s.memory_stat.map(|m| m.file));
+        let mut all = self
+            .unit_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !all.contains_key(user) {
+            all.insert(user.to_string(), UnitSeries::default());
+        }
+        let Some(h) = all.get_mut(user) else { return };
+        let memory = [
+            (&self.memory_current, s.memory_current),
+            (&self.memory_max, s.memory_max.and_then(|l| l.bytes())),
+            (&self.memory_high, s.memory_high.and_then(|l| l.bytes())),
+            (&self.memory_peak, s.memory_peak),
+            (&self.memory_anon, s.memory_stat.map(|m| m.anon)),
+            (&self.memory_file, s.memory_stat.map(|m| m.file)),
+        ];
+        for ((v, x), slot) in memory.into_iter().zip(&mut h.memory) {
+            set_gauge(v, slot, user, x.map(to_i64));
+        }
         if let Some(ev) = s.memory_events {
             let values = [
                 ev.low,
@@ -388,38 +422,35 @@ impl Metrics {
                 ev.oom_kill,
                 ev.oom_group_kill,
             ];
-            for (name, v) in MEMORY_EVENTS.iter().zip(values) {
-                set_int_counter(&self.memory_events, &[user, name], v);
+            for ((name, v), slot) in MEMORY_EVENTS.iter().zip(values).zip(&mut h.events) {
+                set_total(&self.memory_events, slot, &[user, name], v);
             }
         }
         let secs = |us: u64| us as f64 / 1e6;
-        if let Some(p) = s.memory_pressure {
-            set_counter(&self.memory_waiting, user, secs(p.some.total_us));
-            if let Some(f) = p.full {
-                set_counter(&self.memory_stalled, user, secs(f.total_us));
+        let pressure = [
+            (&self.memory_waiting, s.memory_pressure.map(|p| p.some)),
+            (&self.io_waiting, s.io_pressure.map(|p| p.some)),
+            (&self.cpu_waiting, s.cpu_pressure.map(|p| p.some)),
+            (&self.memory_stalled, s.memory_pressure.and_then(|p| p.full)),
+            (&self.io_stalled, s.io_pressure.and_then(|p| p.full)),
+        ];
+        for ((v, line), slot) in pressure.into_iter().zip(&mut h.pressure) {
+            if let Some(l) = line {
+                set_total(v, slot, &[user], secs(l.total_us));
             }
         }
-        if let Some(p) = s.io_pressure {
-            set_counter(&self.io_waiting, user, secs(p.some.total_us));
-            if let Some(f) = p.full {
-                set_counter(&self.io_stalled, user, secs(f.total_us));
-            }
-        }
-        if let Some(p) = s.cpu_pressure {
-            set_counter(&self.cpu_waiting, user, secs(p.some.total_us));
-        }
-        match u.growth_bytes_per_second() {
-            Some(g) => self.growth.with_label_values(&[user]).set(g),
-            None => {
-                let _ = self.growth.remove_label_values(&[user]);
-            }
-        }
-        match u.time_to_max_seconds() {
-            Some(t) => self.time_to_max.with_label_values(&[user]).set(t),
-            None => {
-                let _ = self.time_to_max.remove_label_values(&[user]);
-            }
-        }
+        set_gauge(
+            &self.growth,
+            &mut h.growth,
+            user,
+            u.growth_bytes_per_second(),
+        );
+        set_gauge(
+            &self.time_to_max,
+            &mut h.time_to_max,
+            user,
+            u.time_to_max_seconds(),
+        );
     }
 
     pub fn set_units_watched(&self, n: usize) {
@@ -498,16 +529,46 @@ fn to_i64(x: u64) -> i64 {
     i64::try_from(x).unwrap_or(i64::MAX)
 }
 
-/// Sets a counter to a kernel total. A total that went backwards (a new
-/// cgroup under the same name) restarts the series.
-fn set_counter(v: &CounterVec, user: &str, total: f64) {
-    let c = v.with_label_values(&[user]);
+/// Sets a user's gauge through its kept handle (made on first use); an
+/// unknown value removes the series.
+fn set_gauge<P: Atomic>(
+    v: &GenericGaugeVec<P>,
+    kept: &mut Option<GenericGauge<P>>,
+    user: &str,
+    x: Option<P::T>,
+) {
+    match x {
+        Some(x) => kept
+            .get_or_insert_with(|| v.with_label_values(&[user]))
+            .set(x),
+        None => {
+            if kept.take().is_some() {
+                let _ = v.remove_label_values(&[user]);
+            }
+        }
+    }
+}
+
+/// Sets a counter to a kernel total through its kept handle (made on first
+/// use). A total that went backwards (a new cgroup under the same name)
+/// restarts the series, with a new handle.
+fn set_total<P: Atomic>(
+    v: &GenericCounterVec<P>,
+    kept: &mut Option<GenericCounter<P>>,
+    labels: &[&str],
+    total: P::T,
+) {
+    let c = kept.get_or_insert_with(|| v.with_label_values(labels));
     let cur = c.get();
     if total >= cur {
-        c.inc_by(total - cur);
+        let mut delta = total;
+        delta -= cur;
+        c.inc_by(delta);
     } else {
-        let _ = v.remove_label_values(&[user]);
-        v.with_label_values(&[user]).inc_by(total);
+        let _ = v.remove_label_values(labels);
+        let fresh = v.with_label_values(labels);
+        fresh.inc_by(total);
+        *kept = Some(fresh);
     }
 }
 
@@ -586,7 +647,7 @@ mod tests {
             &m.memory_stalled,
             &m.io_stalled,
         ] {
-            set_counter(v, user, 1.5);
+            set_total(v, &mut None, &[user], 1.5);
         }
         m.growth.with_label_values(&[user]).set(1.0);
         m.time_to_max.with_label_values(&[user]).set(1.0);
@@ -636,10 +697,85 @@ mod tests {
     #[test]
     fn counters_follow_kernel_totals_and_survive_a_reset() {
         let m = Metrics::new("1").expect("metrics");
-        set_counter(&m.memory_waiting, "a", 5.0);
-        set_counter(&m.memory_waiting, "a", 7.5);
+        let mut kept = None;
+        set_total(&m.memory_waiting, &mut kept, &["a"], 5.0);
+        set_total(&m.memory_waiting, &mut kept, &["a"], 7.5);
         assert_eq!(m.memory_waiting.with_label_values(&["a"]).get(), 7.5);
-        set_counter(&m.memory_waiting, "a", 1.0);
+        set_total(&m.memory_waiting, &mut kept, &["a"], 1.0);
         assert_eq!(m.memory_waiting.with_label_values(&["a"]).get(), 1.0);
+        // The handle kept after the reset is the registered series.
+        set_total(&m.memory_waiting, &mut kept, &["a"], 3.0);
+        assert_eq!(m.memory_waiting.with_label_values(&["a"]).get(), 3.0);
+    }
+
+    /// A unit at `current` bytes of 1000 (memory.high `max`, no growth yet).
+    fn state(user: &str, current: u64, high: Option<u64>, waited_us: u64) -> UnitState {
+        use crate::model::sample::{Limit, MemoryEvents, Psi, PsiLine, Unit, UnitSample};
+        use std::time::{Duration, Instant, SystemTime};
+        let unit = Unit {
+            name: format!("t3-serve@{user}.service"),
+            user: user.into(),
+            path: format!("/cg/t3-serve@{user}.service").into(),
+            cgroup_id: 1,
+            level: 1,
+        };
+        let mut u = UnitState::new(unit, Duration::from_secs(1), Instant::now());
+        let mut s = UnitSample::empty(Instant::now(), SystemTime::now());
+        s.memory_current = Some(current);
+        s.memory_max = Some(Limit::Bytes(1000));
+        s.memory_high = Some(high.map_or(Limit::Max, Limit::Bytes));
+        s.memory_events = Some(MemoryEvents {
+            high: 4,
+            ..Default::default()
+        });
+        s.memory_pressure = Some(Psi {
+            some: PsiLine {
+                total_us: waited_us,
+                ..Default::default()
+            },
+            full: None,
+        });
+        u.update(s, None);
+        u
+    }
+
+    /// The series set through kept handles are the registered ones, across
+    /// a removed value, a counter reset and a unit removed and added again.
+    #[test]
+    fn unit_series_through_kept_handles() {
+        let m = Metrics::new("1").expect("metrics");
+        m.add_unit("a", "t3-serve@a.service");
+        m.update_unit(&state("a", 100, Some(900), 2_000_000));
+        m.update_unit(&state("a", 200, Some(900), 3_000_000));
+        let text = m.render();
+        assert!(text.contains("t3pressure_memory_current_bytes{user=\"a\"} 200"));
+        assert!(text.contains("t3pressure_memory_high_bytes{user=\"a\"} 900"));
+        assert!(text.contains("t3pressure_pressure_memory_waiting_seconds_total{user=\"a\"} 3"));
+        assert!(
+            text.contains("t3pressure_memory_events_total{event=\"high\",user=\"a\"} 4"),
+            "{text}"
+        );
+        // memory.high back to max: the series goes; set again: back.
+        m.update_unit(&state("a", 200, None, 3_000_000));
+        assert!(!m.render().contains("t3pressure_memory_high_bytes{"));
+        m.update_unit(&state("a", 300, Some(800), 500_000));
+        let text = m.render();
+        assert!(text.contains("t3pressure_memory_high_bytes{user=\"a\"} 800"));
+        assert!(
+            text.contains("t3pressure_pressure_memory_waiting_seconds_total{user=\"a\"} 0.5"),
+            "restarted: {text}"
+        );
+        m.update_unit(&state("a", 300, Some(800), 1_500_000));
+        assert!(m
+            .render()
+            .contains("t3pressure_pressure_memory_waiting_seconds_total{user=\"a\"} 1.5"));
+        m.remove_unit("a", "t3-serve@a.service");
+        assert!(!m.render().contains("user=\"a\""));
+        m.add_unit("a", "t3-serve@a.service");
+        m.update_unit(&state("a", 400, Some(700), 1_000_000));
+        let text = m.render();
+        assert!(text.contains("t3pressure_memory_current_bytes{user=\"a\"} 400"));
+        assert!(text.contains("t3pressure_memory_high_bytes{user=\"a\"} 700"));
+        assert!(text.contains("t3pressure_pressure_memory_waiting_seconds_total{user=\"a\"} 1"));
     }
 }

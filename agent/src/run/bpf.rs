@@ -287,7 +287,7 @@ impl BpfFeed {
                 .find(|p| p.pid == pid);
             if let Some(p) = sampled {
                 if kill.comm.is_empty() {
-                    kill.comm = p.comm.clone();
+                    kill.comm = p.comm.to_string();
                     kill.uid = p.uid;
                 }
                 kill.anon_rss = p.rss_anon;

@@ -457,8 +457,7 @@ impl Loop {
         for (unit, sample) in samples {
             match sample {
                 Some(s) => {
-                    self.model.update_unit(&unit.path, s, now);
-                    if let Some(state) = self.model.units.get(&unit.path) {
+                    if let Some(state) = self.model.update_unit(&unit.path, s, now) {
                         self.metrics.update_unit(state);
                     }
                     sampled.push(unit);

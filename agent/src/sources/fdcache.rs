@@ -297,15 +297,60 @@ pub fn open_at(dir: BorrowedFd<'_>, name: &[u8], is_dir: bool) -> io::Result<Own
     check_fd(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })
 }
 
-/// Whether the directory behind `fd` was removed: tmpfs and most file
-/// systems report no links left. (kernfs keeps the count; there a removed
-/// cgroup's files answer ENODEV instead.)
-pub fn dir_removed(fd: BorrowedFd<'_>) -> bool {
+/// The link count (`st_nlink`) of the directory behind `fd`; `None` when
+/// `fstat` fails. A removed directory has none left on tmpfs and most file
+/// systems (kernfs keeps the count; there a removed cgroup's files answer
+/// ENODEV instead). Where [`links_count_subdirs`] holds, a directory has
+/// 2 + its number of subdirectories: 2 means no child cgroups.
+pub fn dir_links(fd: BorrowedFd<'_>) -> Option<u64> {
     // SAFETY: fstat writes into the zeroed stat we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: a valid descriptor and a stat buffer.
     let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
-    rc == 0 && st.st_nlink == 0
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "st_nlink's width differs per architecture"
+    )]
+    let links = st.st_nlink as u64;
+    (rc == 0).then_some(links)
+}
+
+/// Whether the directory behind `fd` was removed (no links left).
+pub fn dir_removed(fd: BorrowedFd<'_>) -> bool {
+    dir_links(fd) == Some(0)
+}
+
+/// Whether a directory's link count on the file system behind `fd` is 2 +
+/// its number of subdirectories, so that 2 says "no subdirectory" without
+/// listing it: kernfs (cgroup2 and v1, refreshed on each `stat`), tmpfs and
+/// ext2/3/4 (where a directory past 65,000 subdirectories has 1). Not on
+/// btrfs or a merged overlayfs directory (always 1), nor on file systems
+/// not known here (as gnulib's fts, which lists those).
+pub fn links_count_subdirs(fd: BorrowedFd<'_>) -> bool {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: a valid descriptor and a buffer of the right type.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded and filled the buffer.
+    let st = unsafe { st.assume_init() };
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs per architecture"
+    )]
+    let known = [
+        libc::CGROUP2_SUPER_MAGIC,
+        libc::CGROUP_SUPER_MAGIC,
+        libc::TMPFS_MAGIC,
+        libc::EXT4_SUPER_MAGIC,
+    ]
+    .map(|m| m as i64);
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs per architecture"
+    )]
+    let magic = st.f_type as i64;
+    known.contains(&magic)
 }
 
 /// Lists a directory from its start on an open descriptor (`lseek` to 0,
@@ -581,8 +626,27 @@ mod tests {
             );
         }
         assert!(!dir_removed(fd.as_fd()));
+        if links_count_subdirs(fd.as_fd()) {
+            assert_eq!(dir_links(fd.as_fd()), Some(3), "2 + one subdirectory");
+            let child = open_path(&d.join("child"), true).expect("open child");
+            assert_eq!(dir_links(child.as_fd()), Some(2), "no subdirectory");
+        }
         std::fs::remove_dir_all(&d).expect("rm");
         assert!(dir_removed(fd.as_fd()));
+    }
+
+    #[test]
+    fn link_counts_of_tmpfs_and_cgroup2_count_subdirectories() {
+        for root in ["/dev/shm", "/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let Ok(fd) = open_path(Path::new(root), true) else {
+                continue;
+            };
+            assert!(links_count_subdirs(fd.as_fd()), "{root}");
+        }
+        let Ok(fd) = open_path(Path::new("/proc"), true) else {
+            return;
+        };
+        assert!(!links_count_subdirs(fd.as_fd()), "procfs is not known here");
     }
 
     #[test]

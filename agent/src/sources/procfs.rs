@@ -19,6 +19,7 @@
 //! were a quarter of a pass; the byte parser stops after `RssShmem`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ::procfs::process::Stat;
 use ::procfs::{FromRead, ProcError};
@@ -27,14 +28,16 @@ use super::cgroupfs::{is_vanished, ParseError, ReadError};
 use super::fdcache::{self, FdBudget, Got, Slot};
 use crate::model::sample::ProcSample;
 
-/// What does not change during a process's life, read once per pid.
+/// What does not change during a process's life, read once per pid. The
+/// strings are shared with every `ProcSample` of the process.
 #[derive(Debug, Clone)]
 struct Identity {
     start_time: u64,
-    argv0: String,
+    argv0: Arc<str>,
     /// comm at first sight: a different comm under the same pid means the
     /// pid was recycled (or the process exec'd), so the identity is re-read.
-    comm: String,
+    /// Hence always the comm of the last `status` too.
+    comm: Arc<str>,
 }
 
 /// A process's `status` is read on first sight, after its `statm`
@@ -95,11 +98,12 @@ impl ProcReader {
     }
 
     /// One process; `Ok(None)` when it exited (a normal event). `evict`
-    /// frees descriptors when the process has none left.
+    /// frees descriptors when the process has none left. `cgroup` is shared
+    /// by the samples of every process of that cgroup.
     pub fn read(
         &mut self,
         pid: i32,
-        cgroup: &str,
+        cgroup: &Arc<str>,
         slot: &mut ProcSlot,
         budget: &mut FdBudget,
         evict: &mut dyn FnMut(&mut FdBudget),
@@ -155,7 +159,7 @@ impl ProcReader {
             return Ok(None);
         };
         let ident = match &slot.ident {
-            Some(id) if id.comm == status.name => id,
+            Some(id) if *id.comm == *status.name => id,
             _ => {
                 let Some(id) = read_identity(&dir(), &status.name, budget, evict)? else {
                     return Ok(None);
@@ -171,8 +175,9 @@ impl ProcReader {
             pid,
             ppid: status.ppid,
             uid: status.uid,
-            comm: status.name.clone(),
-            argv0: ident.argv0.clone(),
+            // The same name as the status's (checked above), shared.
+            comm: Arc::clone(&ident.comm),
+            argv0: Arc::clone(&ident.argv0),
             rss_anon: statm
                 .resident
                 .saturating_sub(statm.shared)
@@ -181,7 +186,7 @@ impl ProcReader {
             rss_shmem,
             state: status.state,
             start_time: ident.start_time,
-            cgroup: cgroup.to_string(),
+            cgroup: Arc::clone(cgroup),
         }))
     }
 }
@@ -295,8 +300,8 @@ fn read_identity(
         .unwrap_or_default();
     Ok(Some(Identity {
         start_time: stat.starttime,
-        argv0,
-        comm: comm.to_string(),
+        argv0: argv0.into(),
+        comm: comm.into(),
     }))
 }
 
@@ -431,7 +436,7 @@ mod tests {
     fn read_once(root: &Path, pid: i32) -> Result<Option<ProcSample>, ReadError> {
         let mut slot = ProcSlot::default();
         let mut budget = FdBudget::new(10);
-        ProcReader::new(root).read(pid, "/u", &mut slot, &mut budget, &mut |_| {})
+        ProcReader::new(root).read(pid, &"/u".into(), &mut slot, &mut budget, &mut |_| {})
     }
 
     fn fake_proc(files: &[(&str, &[u8])]) -> tempfile::TempDir {
@@ -455,13 +460,13 @@ mod tests {
         let p = read_once(root.path(), 205).expect("read").expect("present");
         assert_eq!(p.ppid, 191);
         assert_eq!(p.uid, 1000);
-        assert_eq!(p.comm, "python3");
-        assert_eq!(p.argv0, "python3", "argv0 only, never the script");
+        assert_eq!(&*p.comm, "python3");
+        assert_eq!(&*p.argv0, "python3", "argv0 only, never the script");
         assert_eq!(p.rss_anon, 309612 * 1024);
         assert_eq!(p.rss_file, 3456 * 1024);
         assert_eq!(p.state, 'S');
         assert_eq!(p.start_time, 1801);
-        assert_eq!(p.cgroup, "/u");
+        assert_eq!(&*p.cgroup, "/u");
     }
 
     #[test]
@@ -543,14 +548,24 @@ mod tests {
         let mut reader = ProcReader::new(root.path());
         let mut slot = ProcSlot::default();
         let mut budget = FdBudget::new(10);
+        let cgroup: Arc<str> = "/u".into();
         let mut read = |slot: &mut ProcSlot| {
             reader
-                .read(205, "/u", slot, &mut budget, &mut |_| {})
+                .read(205, &cgroup, slot, &mut budget, &mut |_| {})
                 .expect("read")
                 .expect("present")
         };
-        assert_eq!(read(&mut slot).ppid, 191);
+        let first = read(&mut slot);
+        assert_eq!(first.ppid, 191);
         assert!(slot.is_open(), "statm kept open");
+        // The strings are shared, not copied, from one read to the next
+        // (also across a `status` read, its name unchanged).
+        for _ in 0..STATUS_EVERY {
+            let again = read(&mut slot);
+            assert!(Arc::ptr_eq(&first.comm, &again.comm));
+            assert!(Arc::ptr_eq(&first.argv0, &again.argv0));
+            assert!(Arc::ptr_eq(&first.cgroup, &again.cgroup));
+        }
         // Reparented and grown; statm rewritten in place (as procfs does).
         let status2 = STATUS.replace("PPid:\t191", "PPid:\t1");
         std::fs::write(dir.join("status"), &status2).expect("write");
@@ -581,7 +596,7 @@ mod tests {
         std::fs::write(dir.join("statm"), "").expect("write");
         std::fs::remove_dir_all(&dir).expect("rm");
         assert!(reader
-            .read(205, "/u", &mut slot, &mut budget, &mut |_| {})
+            .read(205, &"/u".into(), &mut slot, &mut budget, &mut |_| {})
             .expect("no error")
             .is_none());
     }

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use super::cgroupfs::{flat, is_vanished, keyed, procs, psi, ParseError, ReadError};
@@ -59,8 +60,9 @@ const HOST_FILES: [&str; 4] = ["pressure/memory", "pressure/io", "pressure/cpu",
 struct CgroupFds {
     dir: Slot,
     procs: Slot,
-    /// `/system.slice/.../t3-serve@alice.service/agents/a1`
-    cgroup: String,
+    /// `/system.slice/.../t3-serve@alice.service/agents/a1`, shared by the
+    /// samples of its processes.
+    cgroup: Arc<str>,
     seen: u64,
 }
 
@@ -78,6 +80,10 @@ struct UnitFds {
     /// under the same path is a new cgroup.
     cgroup_id: u64,
     own: CgroupFds,
+    /// The unit directory's link count is 2 + its subdirectories on its
+    /// file system (`fdcache::links_count_subdirs`, asked when it is
+    /// opened): then a count of 2 says "no child cgroups" without a listing.
+    links_count_subdirs: bool,
     files: [Slot; 13],
     /// Passes to skip a file found missing.
     missing_skip: [u8; 13],
@@ -124,8 +130,8 @@ impl UnitFds {
 }
 
 /// Frees descriptors of the units in `units` (not the one being read, which
-/// is out of the map meanwhile) until the budget holds: process
-/// descriptors first, then cgroup files.
+/// is out of its entry meanwhile: an empty placeholder is left there) until
+/// the budget holds: process descriptors first, then cgroup files.
 fn evict(units: &mut HashMap<PathBuf, UnitFds>, budget: &mut FdBudget) {
     for u in units.values_mut() {
         if !budget.over() {
@@ -147,9 +153,9 @@ fn evict(units: &mut HashMap<PathBuf, UnitFds>, budget: &mut FdBudget) {
 }
 
 /// `/` + the path below the cgroup root, as `/proc/PID/cgroup` shows it.
-fn cgroup_label(root: &Path, dir: &Path) -> String {
+fn cgroup_label(root: &Path, dir: &Path) -> Arc<str> {
     let rel = dir.strip_prefix(root).unwrap_or(dir);
-    format!("/{}", rel.display())
+    format!("/{}", rel.display()).into()
 }
 
 /// The sampler's parts one unit's reads borrow.
@@ -328,7 +334,14 @@ impl Sampler {
     /// Like `sample_unit`; with `with_procs == false` the processes are not
     /// read (`procs_skipped`), which is most of a pass's cost.
     pub fn sample_unit_with(&mut self, unit: &Unit, with_procs: bool) -> Option<UnitSample> {
-        let mut fds = self.units.remove(&unit.path).unwrap_or_default();
+        // Taken out of its entry for the reads (which borrow the other
+        // units for eviction) and put back after: not removed and inserted
+        // again, which copied the path (an allocation) per unit per pass.
+        let mut fds = self
+            .units
+            .get_mut(&unit.path)
+            .map(std::mem::take)
+            .unwrap_or_default();
         if fds.cgroup_id != unit.cgroup_id || !fds.own.dir.is_open() {
             // New, restarted under the same path (a new cgroup), or read
             // without a cached directory: start from names.
@@ -344,11 +357,17 @@ impl Sampler {
         }
         match outcome {
             Outcome::Sample(s) => {
-                self.units.insert(unit.path.clone(), fds);
+                match self.units.get_mut(&unit.path) {
+                    Some(entry) => *entry = fds,
+                    None => {
+                        self.units.insert(unit.path.clone(), fds);
+                    }
+                }
                 Some(*s)
             }
             Outcome::Vanished | Outcome::Stale => {
                 fds.close(&mut self.budget);
+                self.units.remove(&unit.path);
                 None
             }
         }
@@ -371,16 +390,21 @@ impl Sampler {
         dir_slot: &mut Slot,
         with_procs: bool,
     ) -> Outcome {
-        // The unit's directory: cached, or opened for this pass.
+        // The unit's directory: cached (its link count read, which says
+        // whether it was removed and whether it has subdirectories), or
+        // opened for this pass.
         let mut temp_dir = None;
+        let mut links = None;
         if let Some(d) = dir_slot.fd() {
-            if fdcache::dir_removed(d) {
+            links = fdcache::dir_links(d);
+            if links == Some(0) {
                 return Outcome::Stale;
             }
         } else {
             match fdcache::open_path(&unit.path, true) {
                 Ok(fd) => {
                     if self.budget.held() < self.budget.limit() {
+                        fds.links_count_subdirs = fdcache::links_count_subdirs(fd.as_fd());
                         dir_slot.keep(fd, &mut self.budget);
                     } else {
                         temp_dir = Some(fd);
@@ -449,8 +473,9 @@ impl Sampler {
             fds.limits_pass = Some(fds.passes);
         }
         [s.memory_max, s.memory_high, s.memory_swap_max] = fds.limits;
+        let childless = fds.links_count_subdirs && links == Some(2);
         let procs_found = if with_procs {
-            sample_procs(&mut r, proc_reader, dents, dir, fds, &mut s)
+            sample_procs(&mut r, proc_reader, dents, (dir, childless), fds, &mut s)
         } else {
             s.procs_skipped = true;
             s.memory_current.is_some() || s.memory_pressure.is_some()
@@ -535,17 +560,23 @@ impl Sampler {
 
 /// Processes of the unit's cgroup and all its descendants, through cached
 /// descriptors. Returns whether the unit's own `cgroup.procs` was there.
+/// `childless`: the unit directory's link count says it has no
+/// subdirectories, so it is not listed (an `lseek` and two `getdents64`
+/// saved per pass; descendants' directories are listed as before).
 fn sample_procs(
     r: &mut Reads<'_>,
     reader: &mut ProcReader,
     dents: &mut Vec<u8>,
-    unit_dir: Option<BorrowedFd<'_>>,
+    (unit_dir, childless): (Option<BorrowedFd<'_>>, bool),
     fds: &mut UnitFds,
     s: &mut UnitSample,
 ) -> bool {
     fds.proc_passes += 1;
     let pass = fds.proc_passes;
     let unit = r.unit;
+    // As many as last time, most likely: one allocation, not a doubling
+    // per power of two.
+    s.procs.reserve(fds.pids.len());
     let mut stack = vec![PathBuf::new()];
     let mut found = false;
     let mut pids_buf: Vec<i32> = Vec::new();
@@ -557,7 +588,7 @@ fn sample_procs(
             fds.children
                 .entry(rel.clone())
                 .or_insert_with(|| CgroupFds {
-                    cgroup: format!("{}/{}", fds.own.cgroup, rel.display()),
+                    cgroup: format!("{}/{}", fds.own.cgroup, rel.display()).into(),
                     ..CgroupFds::default()
                 })
         };
@@ -624,7 +655,9 @@ fn sample_procs(
                 Err(e) => r.errors.record(&unit.name, &e),
             }
         }
-        if let Some(d) = dir {
+        // Child cgroups; not looked for in a unit known to have none.
+        let listed_dir = if own && childless { None } else { dir };
+        if let Some(d) = listed_dir {
             if fdcache::read_dir_fd(d, dents).is_ok() {
                 for e in fdcache::dirents(dents) {
                     let is_dir = match e.d_type {

@@ -120,7 +120,9 @@ impl SnapshotSource for Standalone {
             // fetch samples every unit.
             self.model.add_unit(u.clone(), Duration::from_secs(1), now);
             match self.sampler.sample_unit(&u) {
-                Some(sample) => self.model.update_unit(&u.path, sample, now),
+                Some(sample) => {
+                    self.model.update_unit(&u.path, sample, now);
+                }
                 None => {
                     self.model.remove_unit(&u.path);
                 }
