@@ -108,9 +108,21 @@ fn runqueue_wait_inside_the_unit_only() {
         !eps.is_empty(),
         "no run-queue episode >= 2 ms from the unit"
     );
-    assert!(eps
+    assert!(
+        eps.iter().all(|e| e.unit_cgroup_id == unit.cgroup_id),
+        "an episode of another unit: {eps:?}"
+    );
+    // A D-state wait of 2 ms can happen to any process (a page read in
+    // from disk while the host is busy: seen once in a full suite run with
+    // a benchmark beside it); the spinning threads' waits are run-queue ones.
+    let runqueue = eps
         .iter()
-        .all(|e| e.kind == EpisodeKind::Runqueue && e.unit_cgroup_id == unit.cgroup_id));
+        .filter(|e| e.kind == EpisodeKind::Runqueue)
+        .count();
+    assert!(
+        runqueue * 2 > eps.len(),
+        "mostly not run-queue waits: {eps:?}"
+    );
     assert_eq!(bpf.stats().tasks_full, 0);
     assert_eq!(
         bpf.tracked_tasks(unit.cgroup_id),
