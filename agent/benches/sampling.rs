@@ -4,9 +4,10 @@
 //! nothing. Run: `cargo bench -p t3pressure --bench sampling`.
 //! With `BENCH_HOLD=<seconds>` the agent is left running that long after
 //! the figures (its URL printed) for a load test such as `wrk`. With
-//! `BENCH_ONLY=pass` only the sampling passes run, with `BENCH_ONLY=quiet`
-//! only the quiet agent ticks (for `perf` or `strace -c`; `BENCH_PASSES`
-//! sets their number, 200 by default).
+//! `BENCH_ONLY=pass` only the sampling passes run, with `BENCH_ONLY=tick`
+//! only the agent ticks of units at 65 % of max (all processes read), with
+//! `BENCH_ONLY=quiet` only the quiet agent ticks (for `perf` or `strace -c`;
+//! `BENCH_PASSES` sets their number, 200 by default).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -112,7 +113,11 @@ fn main() {
         assert_eq!(v[0].procs.len(), PROCS);
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let n = if only == "quiet" { 0 } else { passes() };
+    let n = if only == "quiet" || only == "tick" {
+        0
+    } else {
+        passes()
+    };
     let (c0, w0) = (cpu_time(), Instant::now());
     for _ in 0..n {
         std::hint::black_box(pass(&mut sampler, &units));
@@ -177,6 +182,9 @@ fn main() {
     }
     let mut ticks = PASSES / 4;
     if only != "quiet" {
+        if only == "tick" {
+            ticks = passes();
+        }
         let (c0, w0) = (cpu_time(), Instant::now());
         for _ in 0..ticks {
             tick(&mut model, &mut sampler);
@@ -187,6 +195,9 @@ fn main() {
             w0.elapsed(),
             ticks,
         );
+        if only == "tick" {
+            return;
+        }
     } else {
         ticks = passes();
     }
