@@ -397,6 +397,9 @@ impl Loop {
             for body in self.detectors.unit_removed(&u.user, now) {
                 self.record(body);
             }
+            // The count first: a scrape that no longer sees the unit's
+            // series then also sees it uncounted.
+            self.metrics.set_units_watched(self.model.units.len());
             self.metrics.remove_unit(&u.user, &u.name);
             if let Some(s) = self.sampler.as_mut() {
                 s.errors.forget_unit(&u.name);
