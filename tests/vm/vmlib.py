@@ -164,6 +164,33 @@ def child_exit(user, tag):
     return int(t) if t.lstrip("-").isdigit() else None
 
 
+CPU_MAX_STARVED = "1000 1000000"
+
+
+def starve_cpu(res, user, seconds):
+    """Starts 4 CPU burners in the user's unit for `seconds` + 3 and sets its
+    cpu.max to 1 ms per 1 s (systemd's CPUQuota), so its serve waits on a
+    throttled run queue; records the infra check. Returns (burner pid, the
+    time the quota was set)."""
+    argv = ["/usr/bin/python3", VM_DIR + "/burner.py", "--expect-cgroup", unit_cgroup(user),
+            "--procs", "4", "--seconds", str(seconds + 3)]
+    pid = spawn_in_unit(user, argv, "burner")
+    t0 = time.time()
+    systemctl("set-property", "--runtime", unit(user), "CPUQuotaPeriodSec=1s", "CPUQuota=0.1%")
+    cpu_max = (read_text(cg_path(user, "cpu.max")) or "").strip()
+    res.infra(f"cpu.max throttles {user}'s unit", CPU_MAX_STARVED, cpu_max or "absent", cpu_max == CPU_MAX_STARVED)
+    return pid, t0
+
+
+def unstarve_cpu(user):
+    """Lifts the quota `starve_cpu` set and waits for the burners to exit;
+    returns the time the quota was lifted."""
+    systemctl("set-property", "--runtime", unit(user), "CPUQuota=", "CPUQuotaPeriodSec=")
+    t_end = time.time()
+    wait_for(lambda: child_exit(user, "burner") is not None, 30, step=0.25)
+    return t_end
+
+
 def pid_in_cgroup(pid, user):
     t = read_text(f"/proc/{pid}/cgroup") or ""
     return f"0::{unit_cgroup(user)}\n" in t or t.strip() == f"0::{unit_cgroup(user)}"

@@ -28,6 +28,23 @@ delete(@qtime[args->next_pid]); }";
 /// The floor: a program that only counts, on the same tracepoint.
 const COUNT_ONLY: &str = "tracepoint:sched:sched_switch { @c = count(); }";
 
+/// Loads and attaches the programs with `config`, watching `unit`; their
+/// program ids by name, to find them in `bpf_stats`. Dropping the `Bpf`
+/// detaches them.
+fn load_watching(
+    config: &BpfConfig,
+    unit: &t3pressure::model::sample::Unit,
+) -> (Bpf, HashMap<u32, String>) {
+    let mut bpf = Bpf::load(config).expect("load BPF");
+    bpf.watch_unit(unit).expect("watch unit");
+    let ids = bpf
+        .program_stats()
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    (bpf, ids)
+}
+
 /// Starts bpftrace and waits until its probes are attached.
 fn bpftrace(script: &str) -> std::process::Child {
     let mut bt = Command::new("bpftrace")
@@ -216,13 +233,7 @@ fn main() {
     let unit = unit_at(&unit_dir);
 
     let _stats = StatsGuard::enable();
-    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
-    bpf.watch_unit(&unit).expect("watch unit");
-    let ours: HashMap<u32, String> = bpf
-        .program_stats()
-        .into_iter()
-        .map(|p| (p.id, p.name))
-        .collect();
+    let (bpf, ours) = load_watching(&BpfConfig::default(), &unit);
 
     let base = phase(
         "unwatched: ping-pong outside the watched unit",
@@ -241,19 +252,12 @@ fn main() {
 
     // The same watched load without the idle marks (the poll-syscall check
     // at a watched main thread's voluntary sleep), loaded anew.
-    bpf.unwatch_unit(&unit).expect("unwatch");
     drop(bpf);
     let no_idle = BpfConfig {
         idle_marks: false,
         ..BpfConfig::default()
     };
-    let mut bpf_plain = Bpf::load(&no_idle).expect("load BPF");
-    bpf_plain.watch_unit(&unit).expect("watch unit");
-    let ours_plain: HashMap<u32, String> = bpf_plain
-        .program_stats()
-        .into_iter()
-        .map(|p| (p.id, p.name))
-        .collect();
+    let (bpf_plain, ours_plain) = load_watching(&no_idle, &unit);
     let watched_plain = phase(
         "watched, idle marks off: ping-pong inside the watched unit",
         &helper,
@@ -261,15 +265,8 @@ fn main() {
         secs,
         &ours_plain,
     );
-    bpf_plain.unwatch_unit(&unit).expect("unwatch");
     drop(bpf_plain);
-    let mut bpf = Bpf::load(&BpfConfig::default()).expect("load BPF");
-    bpf.watch_unit(&unit).expect("watch unit");
-    let ours: HashMap<u32, String> = bpf
-        .program_stats()
-        .into_iter()
-        .map(|p| (p.id, p.name))
-        .collect();
+    let (mut bpf, ours) = load_watching(&BpfConfig::default(), &unit);
 
     let bt = bpftrace(RUNQLAT);
     let side = phase(

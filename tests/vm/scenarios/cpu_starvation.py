@@ -5,8 +5,7 @@ cpu; bob has none."""
 
 import time
 
-from vmlib import (cg_path, child_exit, events, read_text, spawn_in_unit, start_user, systemctl, unit, unit_cgroup,
-                   VM_DIR, wait_for)
+from vmlib import cg_path, events, read_text, start_user, starve_cpu, unstarve_cpu
 
 NAME = "cpu_starvation"
 MODE = "enforce"
@@ -23,17 +22,9 @@ RETRY_IF_INFRA_FAILS = True
 def run(hb, res):
     start_user("alice")
     start_user("bob")
-    argv = ["/usr/bin/python3", VM_DIR + "/burner.py", "--expect-cgroup", unit_cgroup("alice"),
-            "--procs", "4", "--seconds", str(THROTTLE_S + 3)]
-    pid = spawn_in_unit("alice", argv, "burner")
-    t0 = time.time()
-    systemctl("set-property", "--runtime", unit("alice"), "CPUQuotaPeriodSec=1s", "CPUQuota=0.1%")
-    cpu_max = (read_text(cg_path("alice", "cpu.max")) or "").strip()
-    res.infra("cpu.max throttles alice's unit", "1000 1000000", cpu_max or "absent", cpu_max == "1000 1000000")
+    pid, t0 = starve_cpu(res, "alice", THROTTLE_S)
     time.sleep(max(0.0, THROTTLE_S - (time.time() - t0)))
-    systemctl("set-property", "--runtime", unit("alice"), "CPUQuota=", "CPUQuotaPeriodSec=")
-    t_end = time.time()
-    wait_for(lambda: child_exit("alice", "burner") is not None, 30, step=0.25)
+    t_end = unstarve_cpu("alice")
     time.sleep(4)
     gap, gap_start = hb.longest_gap("alice", t0 - 1, t_end + 3)
     bob_gap, _ = hb.longest_gap("bob", t0 - 1, t_end + 3)

@@ -721,28 +721,25 @@ impl Bpf {
 /// What `UNIT_SLOTS` holds at `id`'s slot for the watched set `units`: 0
 /// (none there), the one unit there, or `UNIT_SLOT_SHARED`.
 fn unit_slot_value(id: u64, units: &StdHashMap<u64, u32>) -> u64 {
+    slot_value(id, units.keys().map(|&u| (u, u)), UNIT_SLOT_SHARED)
+}
+
+/// What a direct-mapped slot holds for unit `id`, from `(unit id, value)`
+/// pairs: 0 if no unit maps there, the one unit's value, or `shared`.
+fn slot_value<T: Copy + Default>(id: u64, pairs: impl Iterator<Item = (u64, T)>, shared: T) -> T {
     let slot = unit_slot(id);
-    let mut there = units.keys().filter(|u| unit_slot(**u) == slot);
+    let mut there = pairs.filter(|(u, _)| unit_slot(*u) == slot);
     match (there.next(), there.next()) {
-        (None, _) => 0,
-        (Some(&u), None) => u,
-        (Some(_), Some(_)) => UNIT_SLOT_SHARED,
+        (None, _) => T::default(),
+        (Some((_, v)), None) => v,
+        (Some(_), Some(_)) => shared,
     }
 }
 
 /// The `SERVE_TGIDS` value at the slot of unit `id`, from the known serves
 /// (unit id -> tgid): 0, the one serve there, or `SERVE_SLOT_SHARED`.
 fn serve_slot_value(id: u64, serves: &StdHashMap<u64, u32>) -> u32 {
-    let slot = unit_slot(id);
-    let mut there = serves
-        .iter()
-        .filter(|(u, _)| unit_slot(**u) == slot)
-        .map(|(_, t)| *t);
-    match (there.next(), there.next()) {
-        (None, _) => 0,
-        (Some(t), None) => t,
-        (Some(_), Some(_)) => SERVE_SLOT_SHARED,
-    }
+    slot_value(id, serves.iter().map(|(&u, &t)| (u, t)), SERVE_SLOT_SHARED)
 }
 
 /// The distinct levels in use, as the kernel side wants them.
