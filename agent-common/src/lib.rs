@@ -65,6 +65,12 @@ pub const SERVE_SLOT_SHARED: u32 = u32::MAX;
 /// entries are `u64::MAX`.
 pub const IDLE_SYSCALLS_LEN: usize = 8;
 
+/// How many byte offsets the `CGROUP_WALK` global holds: from a task to its
+/// own cgroup's level and id (`task_struct.cgroups`, `css_set.dfl_cgrp`,
+/// `cgroup.level`, `cgroup.kn`, `kernfs_node.id`). All `u64::MAX`: not
+/// known, the unit check calls `bpf_get_current_ancestor_cgroup_id`.
+pub const CGROUP_WALK_LEN: usize = 5;
+
 /// Indexes of the `STATS` per-CPU counters.
 pub const STAT_TASKS_FULL: u32 = 0;
 pub const STAT_RINGBUF_FULL: u32 = 1;
@@ -184,6 +190,7 @@ pub mod globals {
     pub const EPISODE_THRESHOLD_NS: &str = "EPISODE_THRESHOLD_NS";
     pub const SYSCALL_NR_OFFSET: &str = "SYSCALL_NR_OFFSET";
     pub const IDLE_SYSCALLS: &str = "IDLE_SYSCALLS";
+    pub const CGROUP_WALK: &str = "CGROUP_WALK";
     pub const OOM_PID: &str = "OOM_PID";
     pub const OOM_COMM: &str = "OOM_COMM";
     pub const OOM_TOTAL_VM: &str = "OOM_TOTAL_VM";

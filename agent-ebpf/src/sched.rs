@@ -19,9 +19,11 @@
 //! (~50 ns each on the build box, hit or miss): `TASK_SLOTS` says that
 //! `next` (or the woken task) has no `TASKS` entry, `UNIT_SLOTS` that
 //! `prev`'s ancestor is no watched unit, both with inlined array lookups
-//! (see `shared.rs`). What is left there: the unit check's helper call
-//! per level, and the tracepoint's own cost (an empty `tp_btf` program:
-//! 65-71 ns with `bpf_stats` on that box; `agent/benches/README.md`).
+//! (see `shared.rs`), and `prev`'s cgroup is found by direct loads from
+//! its `task_struct` (`unit_of_task`) rather than a helper call. What is
+//! left there is mostly the tracepoint's own cost (an empty `tp_btf`
+//! program: 65-71 ns with `bpf_stats` on that box;
+//! `agent/benches/README.md`).
 
 use agent_common::{
     hist_bucket, EpisodeEvent, TaskState, IDLE_SYSCALLS_LEN, KIND_BLOCKED, KIND_RUNNING,
@@ -38,7 +40,8 @@ use aya_ebpf::{
 };
 
 use crate::shared::{
-    bump, current_unit, global, insert_task, is_serve, remove_task, tracked, HIST, TASKS,
+    bump, current_unit, global, insert_task, is_serve, remove_task, tracked, unit_of_task, HIST,
+    TASKS,
 };
 
 #[unsafe(no_mangle)]
@@ -101,7 +104,7 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
         remove_task(prev);
         return 0;
     }
-    let Some(unit) = current_unit() else {
+    let Some(unit) = unit_of_task(prev) else {
         return 0;
     };
     let kind = if preempt & 0xff != 0 || prev_state == 0 {

@@ -394,13 +394,15 @@ fn tracefs() -> Item {
 fn bpf() -> Item {
     let report = crate::sources::bpf::probe::probe();
     let oom = report.items.iter().find(|i| i.name == "bpf OOM program");
+    let unit_check = report.items.iter().find(|i| i.name == "bpf unit check");
     if report.loaded {
         return Item {
             name: "bpf",
             status: Status::Ok,
             detail: format!(
-                "embedded eBPF object loads; scheduler programs attach; OOM kills via {}",
-                oom.map_or("?", |i| i.detail.as_str())
+                "embedded eBPF object loads; scheduler programs attach; OOM kills via {}; a task's unit found by {}",
+                oom.map_or("?", |i| i.detail.as_str()),
+                unit_check.map_or("?", |i| i.detail.as_str())
             ),
             fix: None,
         };

@@ -131,6 +131,65 @@ fn runqueue_wait_inside_the_unit_only() {
     );
 }
 
+/// Run-queue waits (>= 1 ms) counted in the unit's histogram while
+/// `threads` spinning threads share CPU 0 inside `dir` for `ms`.
+fn long_waits_counted(bpf: &Bpf, unit_id: u64, dir: &Path, ms: u64) -> u64 {
+    let before: u64 = bpf.histograms(unit_id).expect("histograms").runqueue[20..]
+        .iter()
+        .sum();
+    wait_ok(helper(dir, &["busy", "3", "0", &ms.to_string()]));
+    let after: u64 = bpf.histograms(unit_id).expect("histograms").runqueue[20..]
+        .iter()
+        .sum();
+    after - before
+}
+
+/// Tasks in a child cgroup of the unit count for the unit, tasks in a
+/// cgroup as deep below another service do not, with both ways of finding
+/// a task's unit: the direct cgroup loads (a task at the unit's own level
+/// is its own ancestor there; deeper ones take the helper call) and the
+/// helper call alone (`cgroup_walk: false`).
+#[test]
+fn child_cgroups_of_the_unit_count_with_either_unit_check() {
+    require_root_bpf();
+    let _serial = serial();
+    let (mut cgs, unit_dir, other_dir) = setup();
+    let child = cgs.child("t3-serve@x.service/agents.scope");
+    let deep_other = cgs.child("other.service/deep.scope");
+    let unit = unit_at(&unit_dir);
+    for walk in [true, false] {
+        let mut bpf = Bpf::load(&BpfConfig {
+            cgroup_walk: walk,
+            ..BpfConfig::default()
+        })
+        .expect("load BPF");
+        assert_eq!(
+            bpf.cgroup_walk().is_ok(),
+            walk,
+            "walk asked: {walk}, in use: {:?}",
+            bpf.cgroup_walk()
+        );
+        bpf.watch_unit(&unit).expect("watch unit");
+        let outside = long_waits_counted(&bpf, unit.cgroup_id, &other_dir, 300)
+            + long_waits_counted(&bpf, unit.cgroup_id, &deep_other, 300);
+        let in_unit = long_waits_counted(&bpf, unit.cgroup_id, &unit_dir, 300);
+        let in_child = long_waits_counted(&bpf, unit.cgroup_id, &child, 300);
+        eprintln!(
+            "walk {walk}: >= 1 ms run-queue waits: outside {outside}, unit {in_unit}, child cgroup {in_child}"
+        );
+        assert_eq!(outside, 0, "walk {walk}: waits outside the unit counted");
+        assert!(
+            in_unit >= 10,
+            "walk {walk}: too few waits in the unit: {in_unit}"
+        );
+        assert!(
+            in_child >= 10,
+            "walk {walk}: too few waits in the unit's child cgroup: {in_child}"
+        );
+        bpf.unwatch_unit(&unit).expect("unwatch");
+    }
+}
+
 #[test]
 fn blocked_episode_length_and_in_progress() {
     require_root_bpf();

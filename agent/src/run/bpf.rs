@@ -52,6 +52,15 @@ pub fn load(config: &Config) -> Result<(BpfFeed, tokio::sync::mpsc::Receiver<Bpf
         ..BpfConfig::default()
     })
     .map_err(|e| format!("{e} (`t3pressure check` says how to fix it)"))?;
+    match bpf.cgroup_walk() {
+        Ok(w) => tracing::info!(
+            "BPF unit check: direct cgroup loads from the task (BTF offsets {:?})",
+            w.as_global()
+        ),
+        Err(why) => tracing::info!(
+            "BPF unit check: bpf_get_current_ancestor_cgroup_id (direct loads: {why})"
+        ),
+    }
     match bpf.oom() {
         Ok(how) => tracing::info!("OOM kills traced with {}", how.describe()),
         Err(why) => tracing::warn!(

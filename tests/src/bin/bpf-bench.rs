@@ -266,7 +266,27 @@ fn main() {
         &ours_plain,
     );
     drop(bpf_plain);
+
+    // The unwatched load with the unit check's helper call instead of the
+    // direct cgroup loads (`BpfConfig::cgroup_walk`), loaded anew.
+    let helper_check = BpfConfig {
+        cgroup_walk: false,
+        ..BpfConfig::default()
+    };
+    let (bpf_helper, ours_helper) = load_watching(&helper_check, &unit);
+    let base_helper = phase(
+        "unwatched, unit check by helper call: ping-pong outside the watched unit",
+        &helper,
+        &other_dir,
+        secs,
+        &ours_helper,
+    );
+    drop(bpf_helper);
     let (mut bpf, ours) = load_watching(&BpfConfig::default(), &unit);
+    match bpf.cgroup_walk() {
+        Ok(w) => println!("unit check: direct loads {w:?}"),
+        Err(e) => println!("unit check: helper call ({e})"),
+    }
 
     let bt = bpftrace(RUNQLAT);
     let side = phase(
@@ -326,6 +346,12 @@ fn main() {
         println!(
             "  sched_switch watched: {on:.1} ns with idle marks, {off:.1} ns without (x{:.2})",
             on / off
+        );
+    }
+    if let (Some(walk), Some(call)) = (base.get("sched_switch"), base_helper.get("sched_switch")) {
+        println!(
+            "  sched_switch unwatched: {walk:.1} ns with the direct cgroup loads, {call:.1} ns with the helper call (x{:.2})",
+            walk / call
         );
     }
     match bt_switch {

@@ -14,9 +14,9 @@ use std::collections::HashMap as StdHashMap;
 use std::time::{Duration, SystemTime};
 
 use agent_common::{
-    globals, unit_slot, Hist, Levels, TaskState, HIST_BUCKETS, IDLE_SYSCALLS_LEN, KIND_BLOCKED,
-    KIND_RUNQUEUE, KIND_SLEEPING, MAX_LEVELS, SERVE_SLOT_SHARED, STAT_EPISODES, STAT_OOMS,
-    STAT_RINGBUF_FULL, STAT_TASKS_FULL, UNIT_SLOT_SHARED,
+    globals, unit_slot, Hist, Levels, TaskState, CGROUP_WALK_LEN, HIST_BUCKETS, IDLE_SYSCALLS_LEN,
+    KIND_BLOCKED, KIND_RUNQUEUE, KIND_SLEEPING, MAX_LEVELS, SERVE_SLOT_SHARED, STAT_EPISODES,
+    STAT_OOMS, STAT_RINGBUF_FULL, STAT_TASKS_FULL, UNIT_SLOT_SHARED,
 };
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
@@ -47,6 +47,12 @@ pub struct BpfConfig {
     /// syscall (see `TaskWait::idle_ns`). On by default; `bpf-bench` turns
     /// it off to price it.
     pub idle_marks: bool,
+    /// Find `sched_switch`'s task's cgroup by direct loads at offsets read
+    /// from the kernel's BTF instead of a helper call (see
+    /// `btf::CgroupWalk`). On by default; without usable offsets, or if
+    /// the verifier refuses the loads, the helper is used. `bpf-bench`
+    /// turns it off to price it.
+    pub cgroup_walk: bool,
 }
 
 impl Default for BpfConfig {
@@ -55,6 +61,7 @@ impl Default for BpfConfig {
             episode_threshold: Duration::from_millis(100),
             oom_raw_only: false,
             idle_marks: true,
+            cgroup_walk: true,
         }
     }
 }
@@ -226,6 +233,8 @@ pub struct Bpf {
     /// programs work without it; OOM kills then show only in
     /// `memory.events`).
     oom: Result<OomAttach, String>,
+    /// See [`Bpf::cgroup_walk`].
+    cgroup_walk: Result<btf::CgroupWalk, String>,
 }
 
 /// The OOM program: name in the object, tracepoint category and name.
@@ -352,18 +361,62 @@ fn idle_syscalls(on: bool) -> (u64, [u64; IDLE_SYSCALLS_LEN]) {
 /// The scheduler programs (BTF tracepoints, named after their tracepoint).
 const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 
+/// What the kernel side is loaded with, besides the OOM record's offsets.
+#[derive(Debug, Clone, Copy)]
+struct SchedGlobals {
+    threshold_ns: u64,
+    idle_marks: bool,
+    walk: Option<btf::CgroupWalk>,
+}
+
+/// Loads the object and attaches the scheduler programs. With a
+/// [`btf::CgroupWalk`] that the verifier refuses (a kernel whose structs
+/// the BTF check let through but the loads do not fit), loads again with
+/// the helper call instead: the walk is an optimisation, never a reason to
+/// run without BPF. Returns the walk in use and why it was dropped.
+fn load_sched(
+    offsets: &Offsets,
+    raw: Option<btf::RawMarkVictim>,
+    g: SchedGlobals,
+    btf: &Btf,
+) -> Result<(Ebpf, Result<btf::CgroupWalk, String>), BpfError> {
+    let first = load_object(offsets, raw, g, btf).and_then(|mut ebpf| {
+        attach_btf(&mut ebpf, &SCHED_PROGRAMS, btf)?;
+        Ok(ebpf)
+    });
+    match (first, g.walk) {
+        (Ok(ebpf), Some(walk)) => Ok((ebpf, Ok(walk))),
+        (Ok(ebpf), None) => Ok((ebpf, Err("off".to_string()))),
+        (Err(e), Some(_)) => {
+            let why = format!("the verifier refused the direct loads ({e})");
+            tracing::warn!("BPF unit check: {why}; using bpf_get_current_ancestor_cgroup_id");
+            let g = SchedGlobals { walk: None, ..g };
+            let mut ebpf = load_object(offsets, raw, g, btf)?;
+            attach_btf(&mut ebpf, &SCHED_PROGRAMS, btf)?;
+            Ok((ebpf, Err(why)))
+        }
+        (Err(e), None) => Err(e),
+    }
+}
+
 /// Loads the object with the offsets and threshold set as globals.
 fn load_object(
     offsets: &Offsets,
     raw: Option<btf::RawMarkVictim>,
-    threshold_ns: u64,
-    idle_marks: bool,
+    g: SchedGlobals,
     btf: &Btf,
 ) -> Result<Ebpf, BpfError> {
     let o = offsets;
+    let SchedGlobals {
+        threshold_ns,
+        idle_marks,
+        walk,
+    } = g;
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
     loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
+    let walk = walk.map_or([u64::MAX; CGROUP_WALK_LEN], |w| w.as_global());
+    loader.override_global(globals::CGROUP_WALK, &walk, true);
     let (nr_offset, idle) = idle_syscalls(idle_marks);
     loader.override_global(globals::SYSCALL_NR_OFFSET, &nr_offset, true);
     loader.override_global(globals::IDLE_SYSCALLS, &idle, true);
@@ -443,19 +496,27 @@ impl Bpf {
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
         let blob = std::fs::read("/sys/kernel/btf/vmlinux").ok();
         let (mut classic, raw) = oom_plan(blob.as_deref());
+        let walk = match (&blob, config.cgroup_walk) {
+            (_, false) => None,
+            (None, true) => {
+                tracing::info!("BPF unit check: no /sys/kernel/btf/vmlinux, using the helper call");
+                None
+            }
+            (Some(b), true) => btf::cgroup_walk(b)
+                .inspect_err(|e| tracing::info!("BPF unit check: {e}; using the helper call"))
+                .ok(),
+        };
         drop(blob);
         if config.oom_raw_only {
             classic = Err("skipped (oom_raw_only)".to_string());
         }
         let offsets = classic.clone().unwrap_or(Offsets::ZERO);
-        let mut ebpf = load_object(
-            &offsets,
-            raw.as_ref().ok().copied(),
+        let g = SchedGlobals {
             threshold_ns,
-            config.idle_marks,
-            &btf,
-        )?;
-        attach_btf(&mut ebpf, &SCHED_PROGRAMS, &btf)?;
+            idle_marks: config.idle_marks,
+            walk,
+        };
+        let (mut ebpf, cgroup_walk) = load_sched(&offsets, raw.as_ref().ok().copied(), g, &btf)?;
         let oom = attach_oom(&mut ebpf, &classic, &raw);
         let episodes: RingBuf<MapData> = take(&mut ebpf, "EPISODES")?;
         let ooms: RingBuf<MapData> = take(&mut ebpf, "OOMS")?;
@@ -471,8 +532,15 @@ impl Bpf {
             units: StdHashMap::new(),
             serves: StdHashMap::new(),
             oom,
+            cgroup_walk,
             _ebpf: ebpf,
         })
+    }
+
+    /// The offsets `sched_switch` finds a task's cgroup with, or why it
+    /// calls `bpf_get_current_ancestor_cgroup_id` instead.
+    pub fn cgroup_walk(&self) -> Result<btf::CgroupWalk, &str> {
+        self.cgroup_walk.as_ref().copied().map_err(String::as_str)
     }
 
     /// How the OOM program is attached, or why it is not.

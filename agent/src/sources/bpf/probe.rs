@@ -6,7 +6,7 @@ use std::path::Path;
 
 use aya::Btf;
 
-use super::{attach_btf, attach_oom, btf, format, load_object, oom_plan, BpfError, SCHED_PROGRAMS};
+use super::{attach_oom, btf, format, load_sched, oom_plan, BpfError, SchedGlobals};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,10 @@ pub fn probe() -> ProbeReport {
 
     let blob = std::fs::read("/sys/kernel/btf/vmlinux").ok();
     let (classic, raw) = oom_plan(blob.as_deref());
+    let mut walk = blob
+        .as_deref()
+        .ok_or_else(|| "no /sys/kernel/btf/vmlinux".to_string())
+        .and_then(btf::cgroup_walk);
     drop(blob);
     items.push(ProbeItem {
         name: "oom:mark_victim shape",
@@ -126,14 +130,13 @@ pub fn probe() -> ProbeReport {
     let loaded = (|| {
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
         let offsets = classic.clone().unwrap_or(format::Offsets::ZERO);
-        let mut ebpf = load_object(
-            &offsets,
-            raw.as_ref().ok().copied(),
-            100_000_000,
-            true,
-            &btf,
-        )?;
-        attach_btf(&mut ebpf, &SCHED_PROGRAMS, &btf)?;
+        let g = SchedGlobals {
+            threshold_ns: 100_000_000,
+            idle_marks: true,
+            walk: walk.as_ref().ok().copied(),
+        };
+        let (mut ebpf, walk_used) = load_sched(&offsets, raw.as_ref().ok().copied(), g, &btf)?;
+        walk = walk_used;
         oom = attach_oom(&mut ebpf, &classic, &raw);
         Ok::<(), BpfError>(())
     })();
@@ -151,6 +154,19 @@ pub fn probe() -> ProbeReport {
             .map(|e| fix_for(e, privileged, locked)),
     });
     if loaded.is_ok() {
+        items.push(ProbeItem {
+            name: "bpf unit check",
+            // Either way works; the walk is cheaper per context switch.
+            ok: true,
+            detail: match &walk {
+                Ok(w) => format!(
+                    "direct loads from the task (cgroups +{}, dfl_cgrp +{}, level +{}, kn +{}, id +{})",
+                    w.task_cgroups, w.css_set_dfl_cgrp, w.cgroup_level, w.cgroup_kn, w.kernfs_node_id
+                ),
+                Err(e) => format!("bpf_get_current_ancestor_cgroup_id ({e})"),
+            },
+            fix: None,
+        });
         items.push(ProbeItem {
             name: "bpf OOM program",
             ok: oom.is_ok(),
