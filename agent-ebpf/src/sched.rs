@@ -289,3 +289,13 @@ fn finish(st: &mut TaskState, now: u64) {
 pub fn sched_switch_noop(_ctx: BtfTracePointContext) -> u32 {
     0
 }
+
+/// Reads the clock once: not attached by the agent. `bpf-bench` attaches it
+/// like `sched_switch_noop`; the difference of the two is what one
+/// `bpf_ktime_get_ns` costs on the host (a watched switch makes one, and
+/// so does every wakeup of a watched task).
+#[btf_tracepoint(function = "sched_switch")]
+pub fn switch_clock(_ctx: BtfTracePointContext) -> u32 {
+    core::hint::black_box(now());
+    0
+}

@@ -68,23 +68,25 @@ fn bpftrace(script: &str) -> std::process::Child {
     bt
 }
 
-/// Loads the object a second time and attaches only its empty
-/// `sched_switch_noop` program (the agent never attaches it): what a
-/// `tp_btf` program that does nothing costs here. Detached on drop.
-fn empty_btf_program() -> aya::Ebpf {
+/// Loads the object a second time and attaches only one of its reference
+/// programs (the agent never attaches them): `sched_switch_noop`, what a
+/// `tp_btf` program that does nothing costs here, or `switch_clock`, one
+/// that reads the clock once. Detached on drop.
+fn reference_program(name: &str) -> aya::Ebpf {
     let btf = aya::Btf::from_sys_fs().expect("kernel BTF");
     let mut ebpf = aya::EbpfLoader::new()
         .btf(Some(&btf))
         .load(t3pressure::sources::bpf::OBJECT)
         .expect("load the object again");
     let prog: &mut aya::programs::BtfTracePoint = ebpf
-        .program_mut("sched_switch_noop")
-        .expect("sched_switch_noop in the object")
+        .program_mut(name)
+        .unwrap_or_else(|| panic!("{name} in the object"))
         .try_into()
         .expect("a BTF tracepoint");
     prog.load("sched_switch", &btf)
-        .expect("load sched_switch_noop");
-    prog.attach().expect("attach sched_switch_noop");
+        .unwrap_or_else(|e| panic!("load {name}: {e}"));
+    prog.attach()
+        .unwrap_or_else(|e| panic!("attach {name}: {e}"));
     std::thread::sleep(Duration::from_millis(200));
     ebpf
 }
@@ -306,7 +308,7 @@ fn main() {
         &ours,
     );
     stop(bt);
-    let noop = empty_btf_program();
+    let noop = reference_program("sched_switch_noop");
     let empty = phase(
         "reference: an empty tp_btf sched_switch program attached too",
         &helper,
@@ -315,6 +317,15 @@ fn main() {
         &ours,
     );
     drop(noop);
+    let clock_prog = reference_program("switch_clock");
+    let clock = phase(
+        "reference: a tp_btf sched_switch program that reads the clock once",
+        &helper,
+        &other_dir,
+        secs,
+        &ours,
+    );
+    drop(clock_prog);
 
     let bt_switch = side
         .iter()
@@ -377,6 +388,12 @@ fn main() {
     }
     if let Some(e) = empty.get("other:sched_switch_no") {
         println!("  reference: an empty tp_btf sched_switch program: {e:.1} ns/event");
+        if let Some(c) = clock.get("other:switch_clock") {
+            println!(
+                "  reference: one that reads the clock once: {c:.1} ns/event, so one bpf_ktime_get_ns costs {:.1} ns here",
+                c - e
+            );
+        }
     }
     bpf.unwatch_unit(&unit).expect("unwatch");
     drop(bpf);
