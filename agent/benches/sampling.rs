@@ -7,7 +7,9 @@
 //! `BENCH_ONLY=pass` only the sampling passes run, with `BENCH_ONLY=tick`
 //! only the agent ticks of units at 65 % of max (all processes read), with
 //! `BENCH_ONLY=quiet` only the quiet agent ticks (for `perf` or `strace -c`;
-//! `BENCH_PASSES` sets their number, 200 by default).
+//! `BENCH_PASSES` sets their number, 200 by default), with
+//! `BENCH_ONLY=agent` only the running agent on quiet units (its pid
+//! printed, for `perf record -p`).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -113,6 +115,14 @@ fn main() {
         assert_eq!(v[0].procs.len(), PROCS);
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    if only == "agent" {
+        // The devvm's MemoryMax=16G: quiet units, as in the last figures.
+        for u in &units {
+            tree.set(&u.user, "memory.max", "17179869184\n");
+        }
+        running_agent(&tree);
+        return;
+    }
     let n = if only == "quiet" || only == "tick" {
         0
     } else {
@@ -272,7 +282,12 @@ fn main() {
     // cheap. This machine's own processes, side by side in one run.
     real_procfs();
 
-    // 3. The real agent on the same tree: RSS and CPU at the default 1 Hz.
+    running_agent(&tree);
+}
+
+/// The real agent on the tree: RSS and CPU at the default 1 Hz
+/// (its pid printed, for `perf record -p`).
+fn running_agent(tree: &FakeCgroupTree) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -292,6 +307,7 @@ fn main() {
         .spawn()
         .expect("start agent");
     let pid = child.id();
+    println!("agent running: pid {pid}");
     std::thread::sleep(Duration::from_secs(3));
     let ticks0 = cpu_ticks(pid).expect("agent stat");
     // Long enough for the 10 ms resolution of utime/stime to matter little.

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use aya::Btf;
 
-use super::{attach_oom, btf, format, load_sched, oom_plan, BpfError, SchedGlobals};
+use super::load::{attach_oom, load_sched, oom_plan, SchedGlobals};
+use super::{btf, format, BpfError};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
