@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use t3pressure::sources::bpf::btf::CgroupWalk;
 use t3pressure::sources::bpf::{monotonic_ns, Bpf, BpfConfig, BpfEvent, Episode, EpisodeKind};
 use t3pressure_tests::cgroup::{cgroup2_root, unit_at, TestCgroups};
 use t3pressure_tests::env::{collect_events, require_root_bpf, runtime, serial};
@@ -188,6 +189,39 @@ fn child_cgroups_of_the_unit_count_with_either_unit_check() {
         );
         bpf.unwatch_unit(&unit).expect("unwatch");
     }
+}
+
+/// Offsets the verifier refuses (the first load lands in `thread_info`'s
+/// flags, a number, which the next load would dereference): the agent
+/// loads again with the helper call, says why, and still counts the unit.
+#[test]
+fn a_refused_cgroup_walk_falls_back_to_the_helper_call() {
+    require_root_bpf();
+    let _serial = serial();
+    let (_cgs, unit_dir, other_dir) = setup();
+    let unit = unit_at(&unit_dir);
+    let mut bpf = Bpf::load(&BpfConfig {
+        cgroup_walk_offsets: Some(CgroupWalk {
+            task_cgroups: 0,
+            css_set_dfl_cgrp: 0,
+            cgroup_level: 0,
+            cgroup_kn: 0,
+            kernfs_node_id: 0,
+        }),
+        ..BpfConfig::default()
+    })
+    .expect("load BPF despite a refused walk");
+    let why = bpf
+        .cgroup_walk()
+        .expect_err("the walk is refused")
+        .to_string();
+    assert!(why.contains("verifier refused"), "{why}");
+    bpf.watch_unit(&unit).expect("watch unit");
+    let outside = long_waits_counted(&bpf, unit.cgroup_id, &other_dir, 300);
+    let inside = long_waits_counted(&bpf, unit.cgroup_id, &unit_dir, 300);
+    eprintln!("refused walk ({why}): >= 1 ms waits outside {outside}, in the unit {inside}");
+    assert_eq!(outside, 0);
+    assert!(inside >= 10, "too few waits in the unit: {inside}");
 }
 
 #[test]

@@ -160,7 +160,8 @@ pub(super) fn load_sched(
         (Ok(ebpf), Some(walk)) => Ok((ebpf, Ok(walk))),
         (Ok(ebpf), None) => Ok((ebpf, Err("off".to_string()))),
         (Err(e), Some(_)) => {
-            let why = format!("the verifier refused the direct loads ({e})");
+            let why = format!("the verifier refused the direct loads: {}", verdict(&e));
+            tracing::debug!("BPF unit check, the whole refusal: {e}");
             tracing::warn!("BPF unit check: {why}; using bpf_get_current_ancestor_cgroup_id");
             let g = SchedGlobals { walk: None, ..g };
             let mut ebpf = load_object(offsets, raw, g, btf)?;
@@ -169,6 +170,24 @@ pub(super) fn load_sched(
         }
         (Err(e), None) => Err(e),
     }
+}
+
+/// A load error in one line: with a verifier log, its first line and the
+/// verifier's reason (the log's last line before its statistics), not the
+/// whole listing.
+fn verdict(e: &BpfError) -> String {
+    let text = e.to_string();
+    let Some((head, log)) = text.split_once("Verifier output:") else {
+        return text;
+    };
+    let reason = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with("verification time") && !l.starts_with("processed "))
+        .last()
+        .unwrap_or("");
+    format!("{} {reason}", head.trim_end().trim_end_matches('.'))
 }
 
 /// Loads the object with the offsets and threshold set as globals.

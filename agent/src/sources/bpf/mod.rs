@@ -55,6 +55,9 @@ pub struct BpfConfig {
     /// the verifier refuses the loads, the helper is used. `bpf-bench`
     /// turns it off to price it.
     pub cgroup_walk: bool,
+    /// Tests: these offsets instead of the kernel's BTF's (wrong ones
+    /// prove that a refused walk falls back to the helper call).
+    pub cgroup_walk_offsets: Option<btf::CgroupWalk>,
 }
 
 impl Default for BpfConfig {
@@ -64,6 +67,7 @@ impl Default for BpfConfig {
             oom_raw_only: false,
             idle_marks: true,
             cgroup_walk: true,
+            cgroup_walk_offsets: None,
         }
     }
 }
@@ -261,6 +265,7 @@ impl Bpf {
         let (mut classic, raw) = oom_plan(blob.as_deref());
         let walk = match (&blob, config.cgroup_walk) {
             (_, false) => None,
+            (_, true) if config.cgroup_walk_offsets.is_some() => config.cgroup_walk_offsets,
             (None, true) => {
                 tracing::info!("BPF unit check: no /sys/kernel/btf/vmlinux, using the helper call");
                 None
