@@ -95,7 +95,8 @@ pub struct Levels {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskState {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the start of the state.
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the start of the state; 0
+    /// for a voluntary sleep that is not timed (see `slept_ns`).
     pub start_ns: u64,
     /// Cgroup id of the watched unit the task belongs to.
     pub unit_cgroup_id: u64,
@@ -106,7 +107,10 @@ pub struct TaskState {
     pub waited_ns: u64,
     /// Sum of the task's finished voluntary sleeps (neither runnable nor D
     /// state), ns: with `waited_ns`, what is left of an interval is the
-    /// time the task ran.
+    /// time the task ran. Kept for the main thread of a unit's serve
+    /// process only (the stall detector's thread): other tasks' sleeps are
+    /// not timed, which spares them a clock read per sleep (their run-queue
+    /// wait starts at the wakeup, which reads the clock anyway).
     pub slept_ns: u64,
     /// For a process main thread: `bpf_ktime_get_ns` when it last went to
     /// sleep inside one of the poll syscalls an event loop waits for work

@@ -114,34 +114,45 @@ pub fn sched_switch(ctx: BtfTracePointContext) -> u32 {
     } else {
         KIND_SLEEPING
     };
-    if ts == 0 {
-        ts = now();
-    }
+    // A voluntary sleep is timed only for the serve's main thread (its
+    // `slept_ns` and idle marks feed the stall detector); any other task's
+    // run-queue wait starts at its wakeup, which reads the clock anyway.
     if let Some(p) = TASKS.get_ptr_mut(prev) {
         // SAFETY: a valid map value.
         let st = unsafe { &mut *p };
-        st.start_ns = ts;
-        st.kind = kind;
-        st.unit_cgroup_id = unit;
         if st.tid == 0 {
             let pid_tgid = bpf_get_current_pid_tgid();
             st.tid = pid_tgid as u32;
             st.tgid = (pid_tgid >> 32) as u32;
         }
-        if kind == KIND_SLEEPING
-            && st.tid == st.tgid
-            && is_serve(unit, st.tgid)
-            && in_idle_syscall()
-        {
+        let serve_sleep = kind == KIND_SLEEPING && st.tid == st.tgid && is_serve(unit, st.tgid);
+        if kind != KIND_SLEEPING || serve_sleep {
+            if ts == 0 {
+                ts = now();
+            }
+            st.start_ns = ts;
+        } else {
+            st.start_ns = 0;
+        }
+        st.kind = kind;
+        st.unit_cgroup_id = unit;
+        if serve_sleep && in_idle_syscall() {
             st.idle_ns = ts;
         }
     } else {
         let pid_tgid = bpf_get_current_pid_tgid();
         let (tid, tgid) = (pid_tgid as u32, (pid_tgid >> 32) as u32);
-        let idle =
-            kind == KIND_SLEEPING && tid == tgid && is_serve(unit, tgid) && in_idle_syscall();
+        let serve_sleep = kind == KIND_SLEEPING && tid == tgid && is_serve(unit, tgid);
+        if (kind != KIND_SLEEPING || serve_sleep) && ts == 0 {
+            ts = now();
+        }
+        let idle = serve_sleep && in_idle_syscall();
         let st = TaskState {
-            start_ns: ts,
+            start_ns: if kind != KIND_SLEEPING || serve_sleep {
+                ts
+            } else {
+                0
+            },
             unit_cgroup_id: unit,
             waited_ns: 0,
             slept_ns: 0,
@@ -174,7 +185,8 @@ pub fn sched_wakeup(ctx: BtfTracePointContext) -> u32 {
     let ts = now();
     if st.kind == KIND_BLOCKED {
         finish(st, ts);
-    } else {
+    } else if st.start_ns != 0 {
+        // A timed sleep (the serve's main thread).
         st.slept_ns = st.slept_ns.wrapping_add(ts.saturating_sub(st.start_ns));
     }
     st.kind = KIND_RUNQUEUE;

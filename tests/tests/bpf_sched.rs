@@ -345,6 +345,8 @@ fn wait_and_sleep_totals_count_waits_below_the_episode_threshold() {
         .spawn()
         .expect("spawn helper");
     let pid = child.id();
+    // Its sleeps are timed as the unit's serve's (only those are).
+    bpf.set_serve(unit.cgroup_id, Some(pid)).expect("set serve");
     let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
@@ -431,14 +433,15 @@ fn idle_mark_only_for_the_serve_main_thread_waiting_in_a_poll_syscall() {
     bpf.set_serve(unit.cgroup_id, Some(serve.id()))
         .expect("set serve");
     std::thread::sleep(Duration::from_millis(300));
-    let idle_of = |bpf: &Bpf, pid: u32| {
+    let wait_of = |bpf: &Bpf, pid: u32| {
         let walk = bpf.walk_tasks(monotonic_ns(), Duration::from_millis(100));
-        walk.main_thread_waits
+        *walk
+            .main_thread_waits
             .iter()
             .find(|w| w.tid == pid)
             .unwrap_or_else(|| panic!("no entry for {pid}: {walk:?}"))
-            .idle_ns
     };
+    let idle_of = |bpf: &Bpf, pid: u32| wait_of(bpf, pid).idle_ns;
     // A nanosleep is a voluntary sleep, but no wait for work.
     assert_eq!(idle_of(&bpf, serve.id()), 0, "a nanosleep was marked idle");
     assert_eq!(line(&mut serve_out), "polling");
@@ -455,6 +458,21 @@ fn idle_mark_only_for_the_serve_main_thread_waiting_in_a_poll_syscall() {
         "the serve's epoll_wait not marked idle: {during}, poll from {polling_from}"
     );
     assert_eq!(other_during, 0, "a process that is not the serve got marks");
+    // Sleeps are timed for the serve's main thread only (the other's
+    // would cost a clock read each and feed nothing).
+    let (serve_slept, other_slept) = (
+        wait_of(&bpf, serve.id()).slept_ns,
+        wait_of(&bpf, other.id()).slept_ns,
+    );
+    eprintln!("slept so far: serve {serve_slept} ns, other {other_slept} ns");
+    assert!(
+        serve_slept >= 250_000_000,
+        "the serve's sleep in epoll_wait not timed: {serve_slept} ns"
+    );
+    assert_eq!(
+        other_slept, 0,
+        "a sleep of a process that is not the serve was timed"
+    );
     wait_ok(serve);
     wait_ok(other);
     bpf.unwatch_unit(&unit).expect("unwatch");

@@ -91,9 +91,22 @@ fn reference_program(name: &str) -> aya::Ebpf {
     ebpf
 }
 
+/// Stops bpftrace with SIGINT, as a user would. bpftrace 0.17 sometimes
+/// misses one (seen once here: it stayed in `epoll_wait` until a second
+/// SIGINT), so SIGINT is repeated every 2 s, then SIGKILL after 10 s.
 fn stop(mut bt: std::process::Child) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+    for attempt in 0..50 {
+        if matches!(bt.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        if attempt % 10 == 0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(bt.id() as i32, libc::SIGINT) };
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("bpftrace ignored SIGINT for 10 s: killed");
+    let _ = bt.kill();
     let _ = bt.wait();
 }
 
@@ -156,13 +169,16 @@ fn delta(
     out
 }
 
-fn pingpong(helper: &Path, cgroup: &Path, secs: u64) -> u64 {
-    let out = Command::new(helper)
-        .arg("--join")
+/// The ping-pong in `cgroup`, its second process in `other` if given.
+fn pingpong(helper: &Path, cgroup: &Path, other: Option<&Path>, secs: u64) -> u64 {
+    let mut cmd = Command::new(helper);
+    cmd.arg("--join")
         .arg(cgroup.join("cgroup.procs"))
-        .args(["pingpong", &secs.to_string(), "0"])
-        .output()
-        .expect("run ping-pong");
+        .args(["pingpong", &secs.to_string(), "0"]);
+    if let Some(o) = other {
+        cmd.arg(o.join("cgroup.procs"));
+    }
+    let out = cmd.output().expect("run ping-pong");
     assert!(out.status.success(), "ping-pong failed");
     String::from_utf8_lossy(&out.stdout)
         .trim()
@@ -183,8 +199,19 @@ fn phase(
     secs: u64,
     ours: &HashMap<u32, String>,
 ) -> HashMap<String, f64> {
+    phase_split(label, helper, (cgroup, None), secs, ours)
+}
+
+/// [`phase`] with the ping-pong's second process in `cgroups.1` if given.
+fn phase_split(
+    label: &str,
+    helper: &Path,
+    cgroups: (&Path, Option<&Path>),
+    secs: u64,
+    ours: &HashMap<u32, String>,
+) -> HashMap<String, f64> {
     let a = snapshot();
-    let trips = pingpong(helper, cgroup, secs);
+    let trips = pingpong(helper, cgroups.0, cgroups.1, secs);
     let b = snapshot();
     println!(
         "\n== {label}: {trips} round trips in {secs} s ({:.0}/s)",
@@ -248,6 +275,13 @@ fn main() {
         "watched: ping-pong inside the watched unit",
         &helper,
         &unit_dir,
+        secs,
+        &ours,
+    );
+    let one_watched = phase_split(
+        "one watched: ping-pong between the watched unit and outside",
+        &helper,
+        (&unit_dir, Some(&other_dir)),
         secs,
         &ours,
     );
@@ -348,6 +382,12 @@ fn main() {
                 .map_or("-".to_string(), |v| format!("{v:.1}")),
             side.get(prog)
                 .map_or("-".to_string(), |v| format!("{v:.1}")),
+        );
+    }
+    if let Some(one) = one_watched.get("sched_switch") {
+        println!(
+            "  sched_switch with one watched task (the other end outside the unit): {one:.1} ns; both watched: {:.1} ns",
+            watched.get("sched_switch").copied().unwrap_or(f64::NAN)
         );
     }
     if let (Some(on), Some(off)) = (

@@ -3,7 +3,8 @@
 //! `busy <threads> <cpu> <ms>` (spinning threads pinned to one CPU),
 //! `vfork <ms>` (parent waits in D state while the vfork child sleeps),
 //! `alloc <max_mb>` (touches anon memory 1 MiB at a time, up to a cap),
-//! `pingpong <secs> <cpu>` (two processes bouncing a byte through pipes),
+//! `pingpong <secs> <cpu> [procs]` (two processes bouncing a byte through
+//! pipes; the child first joins the cgroup of `procs` if given),
 //! `idle <sleep_ms> <poll_ms>` (a plain sleep, then an `epoll_wait` with
 //! nothing to wait for: an event loop waiting for work).
 
@@ -149,6 +150,15 @@ fn main() {
                 let child = libc::fork();
                 let mut byte = [0u8; 1];
                 if child == 0 {
+                    // The other end elsewhere: every switch then involves
+                    // one task of each cgroup.
+                    if let Some(procs) = args.get(3) {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(procs)
+                            .and_then(|mut f| f.write_all(b"0"))
+                            .unwrap_or_else(|e| panic!("joining {procs}: {e}"));
+                    }
                     libc::close(a[1]);
                     libc::close(b[0]);
                     while libc::read(a[0], byte.as_mut_ptr().cast(), 1) == 1 {

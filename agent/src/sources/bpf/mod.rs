@@ -172,7 +172,9 @@ pub struct TaskWait {
     pub unit_cgroup_id: u64,
     pub tid: u32,
     pub waited_ns: u64,
-    /// Voluntary sleep, the one in progress included.
+    /// Voluntary sleep, the one in progress included: kept for the main
+    /// thread of the unit's serve only (as told by [`Bpf::set_serve`]),
+    /// 0 for other threads (see `TaskState::slept_ns`).
     pub slept_ns: u64,
     /// CLOCK_MONOTONIC ns at which it last went to sleep waiting for work
     /// in a poll syscall (its event loop was idle then), 0 if never seen.
@@ -467,7 +469,8 @@ impl Bpf {
             if st.tid != 0 && st.tid == st.tgid {
                 let (waiting, sleeping) = match kind {
                     Some(_) => (so_far, 0),
-                    None if st.kind == KIND_SLEEPING => (0, so_far),
+                    // Untimed (start 0) unless the unit's serve.
+                    None if st.kind == KIND_SLEEPING && st.start_ns != 0 => (0, so_far),
                     None => (0, 0),
                 };
                 walk.main_thread_waits.push(TaskWait {
