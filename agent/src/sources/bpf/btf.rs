@@ -104,6 +104,23 @@ fn parse(data: &[u8]) -> Result<(Vec<Type<'_>>, &[u8]), String> {
     Ok((out, strings))
 }
 
+/// The type with BTF id `id` (ids start at 1; 0 is `void`).
+fn by_id<'t, 'a>(types: &'t [Type<'a>], id: u32) -> Option<&'t Type<'a>> {
+    types.get((id as usize).wrapping_sub(1))
+}
+
+/// The type behind `id` with modifiers (volatile, const, restrict, type
+/// tags) and typedefs skipped.
+fn resolve<'t, 'a>(types: &'t [Type<'a>], mut id: u32) -> Option<&'t Type<'a>> {
+    for _ in 0..16 {
+        match by_id(types, id) {
+            Some(t) if matches!(t.kind, 8..=11 | 18) => id = t.size_or_type,
+            _ => break,
+        }
+    }
+    by_id(types, id)
+}
+
 /// Whether the NUL-terminated string at `off` is `want`.
 fn name_is(strings: &[u8], off: u32, want: &str) -> bool {
     let w = want.as_bytes();
@@ -116,7 +133,7 @@ fn name_is(strings: &[u8], off: u32, want: &str) -> bool {
 /// needs) from a vmlinux BTF blob.
 pub fn raw_mark_victim(data: &[u8]) -> Result<RawMarkVictim, String> {
     let (types, strings) = parse(data)?;
-    let by_id = |id: u32| types.get((id as usize).wrapping_sub(1));
+    let by_id = |id: u32| by_id(&types, id);
     // typedef void (*btf_trace_mark_victim)(void *, <the TP_PROTO args>);
     let td = types
         .iter()
@@ -131,16 +148,7 @@ pub fn raw_mark_victim(data: &[u8]) -> Result<RawMarkVictim, String> {
     let params: Vec<u32> = (0..proto.vlen)
         .filter_map(|i| u32_at(proto.extra, 8 * i + 4))
         .collect();
-    // Skip modifiers and typedefs down to the type itself.
-    let resolve = |mut id: u32| {
-        for _ in 0..16 {
-            match by_id(id) {
-                Some(t) if matches!(t.kind, 8..=11 | 18) => id = t.size_or_type,
-                _ => break,
-            }
-        }
-        by_id(id)
-    };
+    let resolve = |id: u32| resolve(&types, id);
     match params.as_slice() {
         [_ctx, pid] if resolve(*pid).is_some_and(|t| t.kind == KIND_INT) => Ok(RawMarkVictim::Pid),
         [_ctx, task, _uid] => {
@@ -231,16 +239,7 @@ impl CgroupWalk {
 /// (and the helper call) rather than a refused program.
 pub fn cgroup_walk(data: &[u8]) -> Result<CgroupWalk, String> {
     let (types, strings) = parse(data)?;
-    let by_id = |id: u32| types.get((id as usize).wrapping_sub(1));
-    let resolve = |mut id: u32| {
-        for _ in 0..16 {
-            match by_id(id) {
-                Some(t) if matches!(t.kind, 8..=11 | 18) => id = t.size_or_type,
-                _ => break,
-            }
-        }
-        by_id(id)
-    };
+    let resolve = |id: u32| resolve(&types, id);
     let find = |name: &str| {
         types
             .iter()
