@@ -134,11 +134,13 @@ fn idle_syscalls(on: bool) -> (u64, [u64; IDLE_SYSCALLS_LEN]) {
 const SCHED_PROGRAMS: [&str; 3] = ["sched_switch", "sched_wakeup", "sched_wakeup_new"];
 
 /// What the kernel side is loaded with, besides the OOM record's offsets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct SchedGlobals {
     pub threshold_ns: u64,
     pub idle_marks: bool,
-    pub walk: Option<btf::CgroupWalk>,
+    /// The cgroup walk's offsets, or why there are none (kept as the
+    /// reason the helper call is used).
+    pub walk: Result<btf::CgroupWalk, String>,
 }
 
 /// Loads the object and attaches the scheduler programs. With a
@@ -152,23 +154,25 @@ pub(super) fn load_sched(
     g: SchedGlobals,
     btf: &Btf,
 ) -> Result<(Ebpf, Result<btf::CgroupWalk, String>), BpfError> {
-    let first = load_object(offsets, raw, g, btf).and_then(|mut ebpf| {
+    let first = load_object(offsets, raw, &g, btf).and_then(|mut ebpf| {
         attach_btf(&mut ebpf, &SCHED_PROGRAMS, btf)?;
         Ok(ebpf)
     });
-    match (first, g.walk) {
-        (Ok(ebpf), Some(walk)) => Ok((ebpf, Ok(walk))),
-        (Ok(ebpf), None) => Ok((ebpf, Err("off".to_string()))),
-        (Err(e), Some(_)) => {
+    match first {
+        Ok(ebpf) => Ok((ebpf, g.walk)),
+        Err(e) if g.walk.is_ok() => {
             let why = format!("the verifier refused the direct loads: {}", verdict(&e));
             tracing::debug!("BPF unit check, the whole refusal: {e}");
             tracing::warn!("BPF unit check: {why}; using bpf_get_current_ancestor_cgroup_id");
-            let g = SchedGlobals { walk: None, ..g };
-            let mut ebpf = load_object(offsets, raw, g, btf)?;
+            let g = SchedGlobals {
+                walk: Err(why),
+                ..g
+            };
+            let mut ebpf = load_object(offsets, raw, &g, btf)?;
             attach_btf(&mut ebpf, &SCHED_PROGRAMS, btf)?;
-            Ok((ebpf, Err(why)))
+            Ok((ebpf, g.walk))
         }
-        (Err(e), None) => Err(e),
+        Err(e) => Err(e),
     }
 }
 
@@ -194,7 +198,7 @@ fn verdict(e: &BpfError) -> String {
 fn load_object(
     offsets: &Offsets,
     raw: Option<btf::RawMarkVictim>,
-    g: SchedGlobals,
+    g: &SchedGlobals,
     btf: &Btf,
 ) -> Result<Ebpf, BpfError> {
     let o = offsets;
@@ -205,10 +209,12 @@ fn load_object(
     } = g;
     let mut loader = EbpfLoader::new();
     loader.btf(Some(btf));
-    loader.override_global(globals::EPISODE_THRESHOLD_NS, &threshold_ns, true);
-    let walk = walk.map_or([u64::MAX; CGROUP_WALK_LEN], |w| w.as_global());
+    loader.override_global(globals::EPISODE_THRESHOLD_NS, threshold_ns, true);
+    let walk = walk
+        .as_ref()
+        .map_or([u64::MAX; CGROUP_WALK_LEN], |w| w.as_global());
     loader.override_global(globals::CGROUP_WALK, &walk, true);
-    let (nr_offset, idle) = idle_syscalls(idle_marks);
+    let (nr_offset, idle) = idle_syscalls(*idle_marks);
     loader.override_global(globals::SYSCALL_NR_OFFSET, &nr_offset, true);
     loader.override_global(globals::IDLE_SYSCALLS, &idle, true);
     let (task, pid, comm) = match raw {

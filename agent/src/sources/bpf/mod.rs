@@ -265,16 +265,11 @@ impl Bpf {
         let btf = Btf::from_sys_fs().map_err(BpfError::Btf)?;
         let blob = std::fs::read("/sys/kernel/btf/vmlinux").ok();
         let (mut classic, raw) = oom_plan(blob.as_deref());
-        let walk = match (&blob, config.cgroup_walk) {
-            (_, false) => None,
-            (_, true) if config.cgroup_walk_offsets.is_some() => config.cgroup_walk_offsets,
-            (None, true) => {
-                tracing::info!("BPF unit check: no /sys/kernel/btf/vmlinux, using the helper call");
-                None
-            }
-            (Some(b), true) => btf::cgroup_walk(b)
-                .inspect_err(|e| tracing::info!("BPF unit check: {e}; using the helper call"))
-                .ok(),
+        let walk = match (&blob, config.cgroup_walk, config.cgroup_walk_offsets) {
+            (_, false, _) => Err("off (BpfConfig::cgroup_walk)".to_string()),
+            (_, true, Some(w)) => Ok(w),
+            (None, true, None) => Err("no /sys/kernel/btf/vmlinux".to_string()),
+            (Some(b), true, None) => btf::cgroup_walk(b),
         };
         drop(blob);
         if config.oom_raw_only {

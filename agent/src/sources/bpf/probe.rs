@@ -134,7 +134,7 @@ pub fn probe() -> ProbeReport {
         let g = SchedGlobals {
             threshold_ns: 100_000_000,
             idle_marks: true,
-            walk: walk.as_ref().ok().copied(),
+            walk: walk.clone(),
         };
         let (mut ebpf, walk_used) = load_sched(&offsets, raw.as_ref().ok().copied(), g, &btf)?;
         walk = walk_used;
